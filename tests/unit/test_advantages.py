@@ -1,0 +1,98 @@
+"""Advantage estimators; every expected number is worked out by hand in the comment beside it."""
+
+import math
+
+import pytest
+import torch
+
+from vlrl.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, groups_with_signal
+
+REWARDS_1001 = torch.tensor([1.0, 0.0, 0.0, 1.0])
+
+
+def test_grpo_by_hand_uses_unbiased_std():
+    # mean = 0.5; deviations +-0.5; sum of squares = 4 * 0.25 = 1
+    # unbiased var = 1 / (4 - 1) = 1/3, std = sqrt(1/3) = 0.57735
+    # advantage = 0.5 / 0.57735 = sqrt(3) / 2 = 0.866025  (a population std, 0.5, would give 1.0)
+    adv = compute_advantages(REWARDS_1001, group_size=4, method="grpo", eps=0.0)
+    a = math.sqrt(3) / 2
+    torch.testing.assert_close(adv, torch.tensor([a, -a, -a, a]))
+
+
+def test_grpo_eps_enters_denominator():
+    # rewards [2, 0]: mean 1, deviations +-1, unbiased var = 2 / 1 = 2, std = sqrt(2)
+    # eps = 1: 1 / (sqrt(2) + 1) = 0.414214
+    adv = compute_advantages(torch.tensor([2.0, 0.0]), group_size=2, method="grpo", eps=1.0)
+    a = 1 / (math.sqrt(2) + 1)
+    torch.testing.assert_close(adv, torch.tensor([a, -a]))
+
+
+def test_drgrpo_by_hand():
+    # r - mean: 1 - 0.5 = 0.5, 0 - 0.5 = -0.5
+    adv = compute_advantages(REWARDS_1001, group_size=4, method="drgrpo")
+    torch.testing.assert_close(adv, torch.tensor([0.5, -0.5, -0.5, 0.5]))
+
+
+def test_rloo_by_hand():
+    # i=0: others [0, 0, 1], mean 1/3 -> 1 - 1/3 = 2/3
+    # i=1: others [1, 0, 1], mean 2/3 -> 0 - 2/3 = -2/3   (= 4/3 * (r - 0.5) as the identity says)
+    adv = compute_advantages(REWARDS_1001, group_size=4, method="rloo")
+    torch.testing.assert_close(adv, torch.tensor([2 / 3, -2 / 3, -2 / 3, 2 / 3]))
+
+
+def test_rloo_uneven_group_by_hand():
+    # rewards [3, 1, 2]: i=0 others mean 1.5 -> 1.5; i=1 others mean 2.5 -> -1.5; i=2 others mean 2 -> 0
+    adv = compute_advantages(torch.tensor([3.0, 1.0, 2.0]), group_size=3, method="rloo")
+    torch.testing.assert_close(adv, torch.tensor([1.5, -1.5, 0.0]))
+
+
+@pytest.mark.parametrize("method", sorted(ADVANTAGE_ESTIMATORS))
+def test_all_equal_group_gets_zero(method):
+    adv = compute_advantages(torch.full((4,), 0.7), group_size=4, method=method)
+    assert torch.equal(adv, torch.zeros(4))
+
+
+def test_groups_are_independent():
+    # group 0 = [1, 0, 0, 1] as above; group 1 = [5, 5, 5, 9]: mean 6, r - mean = [-1, -1, -1, 3]
+    rewards = torch.cat([REWARDS_1001, torch.tensor([5.0, 5.0, 5.0, 9.0])])
+    adv = compute_advantages(rewards, group_size=4, method="drgrpo")
+    torch.testing.assert_close(adv, torch.tensor([0.5, -0.5, -0.5, 0.5, -1.0, -1.0, -1.0, 3.0]))
+    # each group's result equals that group computed alone, for every method
+    for method in ADVANTAGE_ESTIMATORS:
+        both = compute_advantages(rewards, 4, method)
+        torch.testing.assert_close(both[:4], compute_advantages(rewards[:4], 4, method))
+        torch.testing.assert_close(both[4:], compute_advantages(rewards[4:], 4, method))
+
+
+def test_integer_rewards_become_float():
+    adv = compute_advantages(torch.tensor([1, 0]), group_size=2, method="drgrpo")
+    assert adv.dtype == torch.float32
+    torch.testing.assert_close(adv, torch.tensor([0.5, -0.5]))
+
+
+def test_errors_name_the_numbers():
+    with pytest.raises(ValueError, match="N=5.*group_size=4"):
+        compute_advantages(torch.zeros(5), group_size=4, method="grpo")
+    with pytest.raises(ValueError, match="group_size=1"):
+        compute_advantages(torch.zeros(3), group_size=1, method="rloo")
+    with pytest.raises(ValueError, match="drgrpo.*grpo.*rloo"):
+        compute_advantages(torch.zeros(4), group_size=4, method="ppo")
+    with pytest.raises(ValueError, match="1-D"):
+        compute_advantages(torch.zeros(2, 2), group_size=2, method="grpo")
+
+
+def test_drgrpo_allows_group_of_one():
+    assert torch.equal(compute_advantages(torch.tensor([3.0, 1.0]), 1, "drgrpo"), torch.zeros(2))
+
+
+def test_groups_with_signal():
+    # groups: [1,0,0,1] varies; [0.5]*4 flat; [1, 1, 1, 1 + 1e-8] flat within atol; [0, 0, 0, 1e-3] varies
+    rewards = torch.tensor(
+        [1, 0, 0, 1, 0.5, 0.5, 0.5, 0.5, 1, 1, 1, 1 + 1e-8, 0, 0, 0, 1e-3], dtype=torch.float64
+    )
+    mask = groups_with_signal(rewards, group_size=4)
+    assert mask.dtype == torch.bool
+    assert mask.tolist() == [True, False, False, True]
+    assert groups_with_signal(rewards, group_size=4, atol=1e-2).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="N=16.*group_size=5"):
+        groups_with_signal(rewards, group_size=5)

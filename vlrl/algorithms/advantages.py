@@ -1,0 +1,95 @@
+"""Group-relative advantage estimators for outcome rewards (one scalar reward per completion).
+
+Follows GRPO (DeepSeekMath, arXiv 2402.03300, "outcome supervision"): every completion of a prompt is scored
+once, and its advantage is its reward relative to the other completions of the same prompt; every token of
+the completion then shares that advantage. Estimators:
+
+- ``grpo``: (r - mean_g) / (std_g + eps). ``std_g`` is the *unbiased* (Bessel-corrected, divide by G - 1)
+  standard deviation, as ``torch.std`` computes it by default; a group of 4 rewards [1, 0, 0, 1] therefore
+  gets advantages of +-0.866, not +-1. The paper does not say which it uses.
+- ``drgrpo``: r - mean_g. Dr.GRPO (arXiv 2503.20783) drops the division by std, which up-weights groups whose
+  rewards barely differ (too easy or too hard prompts).
+- ``rloo``: r_i - mean_{j != i} r_j, the leave-one-out baseline of RLOO (Ahmadian et al., arXiv 2402.14740),
+  which equals G / (G - 1) * (r_i - mean_g). No std normalisation.
+
+Departures: none in the formulas. Where they differ from the papers is only that DAPO's dynamic sampling is
+exposed as a mask (``groups_with_signal``) for the caller to filter and refill with, not done here.
+
+Layout: rewards are *group-contiguous*, rows ``[g*G:(g+1)*G]`` being the G completions of prompt g.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+# Each estimator maps grouped rewards [P, G] (float) to advantages [P, G].
+AdvantageFn = Callable[[Tensor, float], Tensor]
+
+
+def _grpo(grouped: Tensor, eps: float) -> Tensor:
+    mean = grouped.mean(dim=1, keepdim=True)
+    std = grouped.std(dim=1, unbiased=False, keepdim=True)
+    return (grouped - mean) / (std + eps)
+
+
+def _drgrpo(grouped: Tensor, eps: float) -> Tensor:
+    return grouped - grouped.mean(dim=1, keepdim=True)
+
+
+def _rloo(grouped: Tensor, eps: float) -> Tensor:
+    g = grouped.shape[1]
+    # mean of the others: (sum - r_i) / (G - 1); written out so the value is the definition, not the identity
+    others_mean = (grouped.sum(dim=1, keepdim=True) - grouped) / (g - 1)
+    return grouped - others_mean
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
+    "grpo": _grpo,
+    "drgrpo": _drgrpo,
+    "rloo": _rloo,
+}
+
+# Estimators that are undefined for a group of one (unbiased std, leave-one-out mean).
+_NEEDS_TWO = {"grpo", "rloo"}
+
+
+def _grouped(rewards: Tensor, group_size: int) -> Tensor:
+    """Rewards [N] -> [N // group_size, group_size], with errors naming the numbers."""
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    n = rewards.shape[0]
+    if n % group_size != 0:
+        raise ValueError(f"number of rewards N={n} is not divisible by group_size={group_size}")
+    return rewards.reshape(n // group_size, group_size)
+
+
+def compute_advantages(rewards: Tensor, group_size: int, method: str, eps: float = 1e-6) -> Tensor:
+    """Per-completion advantages from group-contiguous rewards.
+
+    rewards: [N] with N = P * group_size; returns [N] in the rewards' float dtype (float32 for integer input).
+    ``method`` is a key of ``ADVANTAGE_ESTIMATORS``; ``eps`` guards the std division of ``grpo``, so a group
+    whose rewards are all equal gets advantage 0 under every method.
+    """
+    if method not in ADVANTAGE_ESTIMATORS:
+        raise ValueError(f"unknown advantage method {method!r}; valid: {sorted(ADVANTAGE_ESTIMATORS)}")
+    if method in _NEEDS_TWO and group_size < 2:
+        raise ValueError(f"advantage method {method!r} needs group_size >= 2, got group_size={group_size}")
+    if not rewards.is_floating_point():
+        rewards = rewards.float()
+    grouped = _grouped(rewards, group_size)  # [P, G]
+    return ADVANTAGE_ESTIMATORS[method](grouped, eps).reshape(-1)
+
+
+def groups_with_signal(rewards: Tensor, group_size: int, atol: float = 1e-6) -> Tensor:
+    """Which groups carry a learning signal: False where all G rewards are equal (within ``atol``).
+
+    rewards: [N] group-contiguous; returns bool [N // group_size]. DAPO's dynamic sampling (arXiv 2503.14476)
+    drops the False groups, whose advantages are zero under every estimator.
+    """
+    grouped = _grouped(rewards, group_size)  # [P, G]
+    spread = grouped.max(dim=1).values - grouped.min(dim=1).values
+    return spread > atol

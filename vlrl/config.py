@@ -1,0 +1,142 @@
+"""The configuration schema: typed dataclasses, one per stage of the data flow.
+
+Every field carries its help text (shown by ``vlrl train --help``). The defaults *are* the tiny CPU demo
+that ``vlrl train`` runs with no argument; ``configs/*.yaml`` override them and ``key.sub=value`` on the
+command line overrides the YAML. Loading, overriding and saving live in ``vlrl.config_loader``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def option(default: Any, help: str) -> Any:
+    """A dataclass field with a help string; mutable defaults are copied per instance."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: _deepcopy(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _deepcopy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+@dataclass
+class ModelConfig:
+    path: str = option(
+        "tiny",
+        "HF-format checkpoint directory or hub id of a Qwen2.5-VL model; 'tiny' builds a tiny random "
+        "Qwen2.5-VL offline into <output_dir>/tiny_model.",
+    )
+    dtype: str = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
+    attn_implementation: str = option("sdpa", "Attention kernel passed to transformers: sdpa, eager, flash_attention_2.")
+    freeze_vision: bool = option(False, "Freeze the vision tower (the merger/connector stays trainable).")
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
+    min_pixels: int = option(56 * 56, "Smallest image area (pixels) after resizing, qwen-vl-utils semantics.")
+    max_pixels: int = option(112 * 112, "Largest image area (pixels) after resizing, qwen-vl-utils semantics.")
+
+
+@dataclass
+class DataConfig:
+    path: str = option(
+        "synthetic",
+        "Dataset: a directory written by datasets.save_to_disk, a parquet file or directory of parquet "
+        "files; 'synthetic' generates the shapes task into <output_dir>/data.",
+    )
+    train_split: str = option("train", "Split used for training.")
+    eval_split: str = option("test", "Held-out split used for greedy evaluation ('' disables eval).")
+    prompts_per_step: int = option(32, "Prompts per optimisation step (P); each is sampled group_size times.")
+    system_prompt: str = option("", "Optional system message prepended to every prompt.")
+    prompt_suffix: str = option("", "Text appended to every problem (e.g. an instruction about answer tags).")
+    max_eval_rows: int = option(256, "At most this many held-out rows are evaluated.")
+    synthetic_train_rows: int = option(4000, "Rows per task in the generated synthetic training split.")
+    synthetic_eval_rows: int = option(128, "Rows per task in the generated synthetic held-out split.")
+
+
+@dataclass
+class RolloutConfig:
+    backend: str = option(
+        "cached", "Rollout backend: 'cached' (prefill once, share the KV cache across the group) or "
+        "'reference' (transformers generate on repeated prompts; slow, for correctness checks).",
+    )
+    group_size: int = option(8, "Completions sampled per prompt (G).")
+    max_new_tokens: int = option(8, "Maximum completion length in tokens.")
+    temperature: float = option(1.0, "Sampling temperature (log-probs in the update use the same).")
+    top_p: float = option(1.0, "Nucleus sampling mass; 1.0 disables.")
+    top_k: int = option(0, "Sample among the k most likely tokens; 0 disables.")
+
+
+@dataclass
+class RewardTerm:
+    name: str = option("accuracy", "Registered reward name, or 'module:function' / 'file.py:function'.")
+    weight: float = option(1.0, "Weight of this term in the total.")
+    params: dict = option({}, "Keyword parameters passed to the reward function.")
+
+
+@dataclass
+class RewardConfig:
+    terms: list = option(
+        [{"name": "accuracy", "weight": 1.0, "params": {}},
+         {"name": "format", "weight": 0.5, "params": {"partial_credit": True}}],
+        "Default reward terms (list of {name, weight, params}) for rows whose task has no entry in per_task.",
+    )
+    per_task: dict = option({}, "Reward terms per task name; replaces `terms` for rows of that task.")
+    normalize_weights: bool = option(False, "Divide weights by their sum so the total stays in [0, 1].")
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = option(
+        "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
+    )
+    clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
+    clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
+    ratio_level: str = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")
+    loss_aggregation: str = option(
+        "token_mean", "token_mean (all tokens of the batch weigh equally, DAPO), seq_mean_token_mean "
+        "(GRPO paper), seq_mean_token_sum_norm (Dr.GRPO: token sum divided by max_new_tokens).",
+    )
+    kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
+    kl_estimator: str = option("k3", "KL estimator: k1, k2 or k3.")
+    entropy_coef: float = option(0.02, "Entropy bonus weight (subtracted from the loss).")
+    updates_per_batch: int = option(1, "Optimiser passes over each rollout batch (PPO epochs).")
+    micro_batch_size: int = option(256, "Sequences per forward/backward pass; gradients accumulate over them.")
+    logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
+    dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = option(5e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    betas: list = option([0.9, 0.99], "AdamW betas.")
+    eps: float = option(1e-8, "AdamW epsilon.")
+    warmup_steps: int = option(10, "Linear warm-up steps.")
+    schedule: str = option("constant", "Learning-rate schedule after warm-up: constant or cosine.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm; 0 disables clipping.")
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = option(150, "Optimisation steps to run.")
+    seed: int = option(0, "Seed for data order, sampling and model construction.")
+    output_dir: str = option("runs/tiny", "Run directory: config, metrics, tensorboard events, checkpoints.")
+    eval_every: int = option(25, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")
+    save_every: int = option(50, "Checkpoint every N steps (and at the end); 0 saves only at the end.")
+    keep_checkpoints: int = option(2, "Keep the newest N step checkpoints.")
+    device: str = option("auto", "auto, cpu or cuda.")
+    progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)

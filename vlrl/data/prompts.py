@@ -1,0 +1,99 @@
+"""Rows -> PromptBatch: chat messages with images, resized with qwen-vl-utils semantics, through the
+processor's chat template, left-padded and tokenised once per prompt (a group's G samples share it)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from qwen_vl_utils import smart_resize
+
+from vlrl.data.schema import Row
+
+IMAGE_PLACEHOLDER = "<image>"
+_SPLIT = re.compile(re.escape(IMAGE_PLACEHOLDER))
+
+
+@dataclass
+class PromptBatch:
+    rows: list[Row]  # [P]
+    input_ids: torch.Tensor  # [P, L] left-padded prompt tokens
+    attention_mask: torch.Tensor  # [P, L]
+    mm_token_type_ids: torch.Tensor  # [P, L] 0 text, 1 image
+    pixel_values: torch.Tensor | None  # [num_patches, C*T*p*p], all images of the batch in order
+    image_grid_thw: torch.Tensor | None  # [num_images, 3]
+    images_per_prompt: list[int]  # [P]
+    image_sizes: list[tuple[tuple[int, int], ...]]  # [P] original (w, h) per image
+    resized_sizes: list[tuple[tuple[int, int], ...]]  # [P] model-input (w, h) per image
+    group_size: int  # G: samples per prompt
+    positions: torch.Tensor | None = None  # [3, P, L] rotary positions, filled once by Policy.prompt_positions
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.rows)
+
+    def to(self, device) -> PromptBatch:
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return PromptBatch(self.rows, move(self.input_ids), move(self.attention_mask), move(self.mm_token_type_ids),
+                           move(self.pixel_values), move(self.image_grid_thw), self.images_per_prompt,
+                           self.image_sizes, self.resized_sizes, self.group_size, move(self.positions))
+
+
+def build_messages(row: Row, system_prompt: str = "", prompt_suffix: str = "") -> list[dict]:
+    """Chat messages for a row: images where `<image>` marks them, else all images before the text."""
+    text = row.problem + (" " + prompt_suffix if prompt_suffix else "")
+    pieces = _SPLIT.split(text)
+    content: list[dict] = []
+    if len(pieces) == 1:
+        content += [{"type": "image"} for _ in row.images]
+        content.append({"type": "text", "text": text})
+    else:
+        for i, piece in enumerate(pieces):
+            if piece.strip():
+                content.append({"type": "text", "text": piece})
+            if i < len(pieces) - 1:
+                content.append({"type": "image"})
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": content}]
+
+
+def resize_image(image: Image.Image, min_pixels: int, max_pixels: int, factor: int = 28) -> Image.Image:
+    """Resize to the model grid like qwen-vl-utils: sides multiples of `factor`, area within the bounds."""
+    h, w = smart_resize(image.height, image.width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    return image if (w, h) == image.size else image.resize((w, h), Image.BICUBIC)
+
+
+class PromptEncoder:
+    """Turns rows into a `PromptBatch` with the policy's processor."""
+
+    def __init__(self, processor, min_pixels: int, max_pixels: int, system_prompt: str = "", prompt_suffix: str = ""):
+        self.processor = processor
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.system_prompt, self.prompt_suffix = system_prompt, prompt_suffix
+        ip = processor.image_processor
+        self.factor = getattr(ip, "patch_size", 14) * getattr(ip, "merge_size", 2)
+
+    def __call__(self, rows: Sequence[Row], group_size: int) -> PromptBatch:
+        texts, images, sizes, resized, counts = [], [], [], [], []
+        for row in rows:
+            messages = build_messages(row, self.system_prompt, self.prompt_suffix)
+            texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+            small = [resize_image(im, self.min_pixels, self.max_pixels, self.factor) for im in row.images]
+            images += small
+            sizes.append(tuple(im.size for im in row.images))
+            resized.append(tuple(im.size for im in small))
+            counts.append(len(small))
+        enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True,
+                             padding_side="left")
+        ids = enc["input_ids"]
+        mm = enc.get("mm_token_type_ids")
+        if mm is None:
+            mm = (ids == self.processor.image_token_id).long()
+        return PromptBatch(
+            rows=list(rows), input_ids=ids, attention_mask=enc["attention_mask"], mm_token_type_ids=mm,
+            pixel_values=enc.get("pixel_values"), image_grid_thw=enc.get("image_grid_thw"),
+            images_per_prompt=counts, image_sizes=sizes, resized_sizes=resized, group_size=group_size,
+        )

@@ -1,0 +1,136 @@
+"""The policy: a Qwen2.5-VL model and its processor, with the few model internals rollout and update need.
+
+Rollout and update both call the language model directly on embeddings (token embeddings with the image
+features scattered in) and 3-D rotary positions computed here. That keeps one implementation of what the
+model sees, lets each image be encoded once per prompt and shared by its G samples (gradients flow through
+the sharing), and avoids the model's stateful `rope_deltas` cache. This module is the one place that knows
+the Qwen2.5-VL layout; another family plugs in here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlrl.config import ModelConfig
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+                 "<|vision_pad|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>")
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module  # Qwen2_5_VLForConditionalGeneration (possibly wrapped by accelerate)
+    processor: object  # Qwen2_5_VLProcessor
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    banned_token_ids: tuple[int, ...]  # vision placeholders: never sampled
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def core(self):
+        """The unwrapped `Qwen2_5_VLForConditionalGeneration`."""
+        model = self.model
+        while hasattr(model, "module"):
+            model = model.module
+        return model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.core.parameters()).device
+
+    # ---- model pieces ------------------------------------------------------------------------------------
+    def image_features(self, pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None) -> torch.Tensor | None:
+        """Encode images once: pixel patches [num_patches, C*T*p*p] -> merged features [num_image_tokens, H]."""
+        if pixel_values is None:
+            return None
+        visual = self.core.model.visual
+        out = visual(pixel_values.to(visual.dtype), grid_thw=image_grid_thw, return_dict=True)
+        return out.pooler_output
+
+    def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings [B, L, H] with `image_embeds` [num_image_tokens, H] at the image placeholders."""
+        embeds = self.core.model.get_input_embeddings()(input_ids)
+        if image_embeds is not None:
+            mask = (input_ids == self.core.config.image_token_id).unsqueeze(-1)
+            if int(mask.sum()) != image_embeds.shape[0]:
+                raise ValueError(
+                    f"{int(mask.sum())} image placeholder tokens but {image_embeds.shape[0]} image features: "
+                    "a prompt was truncated or its images do not match its text"
+                )
+            embeds = embeds.masked_scatter(mask, image_embeds.to(embeds.dtype))
+        return embeds
+
+    def rope_positions(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor,
+                       image_grid_thw: torch.Tensor | None, attention_mask: torch.Tensor) -> torch.Tensor:
+        """3-D rotary positions [3, B, L] (temporal, height, width) for left-padded sequences."""
+        if image_grid_thw is None:
+            pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            return pos.unsqueeze(0).expand(3, -1, -1)
+        pos, _ = self.core.model.get_rope_index(
+            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw,
+            attention_mask=attention_mask,
+        )
+        return pos
+
+    def prompt_positions(self, batch) -> torch.Tensor:
+        """Rotary positions [3, P, L] of a PromptBatch's prompts, computed once and kept on the batch."""
+        if batch.positions is None:
+            batch.positions = self.rope_positions(batch.input_ids, batch.mm_token_type_ids, batch.image_grid_thw,
+                                                  batch.attention_mask)
+        return batch.positions
+
+    def hidden_states(self, embeds: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      past_key_values=None, use_cache: bool = False):
+        """Run the language model: returns (last hidden states [B, L, H], cache)."""
+        out = self.core.model.language_model(
+            inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
+            past_key_values=past_key_values, use_cache=use_cache,
+        )
+        return out.last_hidden_state, out.past_key_values
+
+    @property
+    def lm_head(self) -> torch.nn.Linear:
+        return self.core.lm_head
+
+
+def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str = "cpu") -> Policy:
+    """Load model + processor from an HF-format directory (or hub id, only when the user names one)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    dtype = getattr(torch, cfg.dtype)
+    model = AutoModelForImageTextToText.from_pretrained(
+        str(path), dtype=dtype, attn_implementation=cfg.attn_implementation
+    ).to(device)
+    processor = AutoProcessor.from_pretrained(str(path))
+    processor.tokenizer.padding_side = "left"
+    if cfg.freeze_vision:
+        # The merger (connector) stays trainable: it maps frozen features into the language model's space.
+        for name, param in model.model.visual.named_parameters():
+            param.requires_grad_(name.startswith("merger."))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return make_policy(model, processor)
+
+
+def make_policy(model, processor) -> Policy:
+    tok = processor.tokenizer
+    text_cfg = model.config.text_config
+    eos = text_cfg.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    eos_ids |= {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or [])
+    if tok.eos_token_id is not None:
+        eos_ids.add(tok.eos_token_id)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else text_cfg.pad_token_id
+    vocab = tok.get_vocab()
+    banned = {vocab[t] for t in VISION_TOKENS if t in vocab}
+    banned |= {model.config.image_token_id, model.config.video_token_id}
+    return Policy(model=model, processor=processor, eos_token_ids=tuple(sorted(eos_ids)),
+                  pad_token_id=int(pad if pad is not None else sorted(eos_ids)[0]),
+                  banned_token_ids=tuple(sorted(banned)))

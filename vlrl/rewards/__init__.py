@@ -1,0 +1,49 @@
+"""Rewards: verifiable scores for completions, and the mixer that weighs them.
+
+Contract
+--------
+- A reward is a plain function ``fn(inp: RewardInput, **params) -> float | None``: a score in [0, 1],
+  or None when it does not apply to the row (the mixer then skips the term for that row).
+- :class:`RewardInput` carries the completion text, the row's ground truth ``answer``, ``task``,
+  ``data_source``, original and resized image sizes, ``meta`` and training ``progress`` in [0, 1].
+- Rewards are named in a registry (:func:`register_reward`, :func:`registered_rewards`);
+  :func:`get_reward` resolves a registered name, ``"pkg.module:function"`` or
+  ``"path/to/file.py:function"``.
+- Verifiers read the answer region: :func:`extract_answer` (the last ``<answer>…</answer>``), falling
+  back to the whole completion where the verifier's ``fallback_to_completion`` param allows.
+- Rewards never raise on malformed model output (it scores 0.0). Anything that does raise is caught by
+  :func:`~vlrl.rewards.mixer.call_reward`, scored 0.0 and counted in ``Scores.parse_failures``.
+
+Built-in rewards
+----------------
+``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
+task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion).
+
+:class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
+:class:`Scores`: a total [N], one [N] tensor per component, and per-data-source metrics.
+"""
+
+from vlrl.rewards import accuracy as _accuracy  # noqa: F401  (registers exact_text, number, choice, accuracy)
+from vlrl.rewards import format as _format  # noqa: F401  (registers format)
+from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
+from vlrl.rewards.base import (
+    RewardInput,
+    answer_region,
+    extract_answer,
+    get_reward,
+    register_reward,
+    registered_rewards,
+)
+from vlrl.rewards.mixer import RewardMixer, Scores, call_reward
+
+__all__ = [
+    "RewardInput",
+    "RewardMixer",
+    "Scores",
+    "answer_region",
+    "call_reward",
+    "extract_answer",
+    "get_reward",
+    "register_reward",
+    "registered_rewards",
+]

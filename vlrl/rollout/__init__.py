@@ -1,0 +1,34 @@
+"""Rollout: `generate(policy, PromptBatch, RolloutConfig) -> Rollouts`, with interchangeable backends.
+
+- `cached` (default): images encoded and prompts prefilled once, KV cache shared by the group's G samples.
+- `reference`: transformers `generate` on repeated prompts, kept as the correctness baseline.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlrl.config import RolloutConfig
+from vlrl.data.prompts import PromptBatch
+from vlrl.models.policy import Policy
+from vlrl.rollout.cached import generate_cached
+from vlrl.rollout.reference import generate_reference
+from vlrl.rollout.types import Rollouts
+
+BACKENDS = {"cached": generate_cached, "reference": generate_reference}
+
+
+def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: torch.Generator | None = None,
+             greedy: bool = False) -> Rollouts:
+    """Sample `batch.group_size` completions per prompt (greedy=True: argmax, for evaluation)."""
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown rollout backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
+    was_training = policy.model.training
+    policy.model.eval()
+    try:
+        return BACKENDS[cfg.backend](policy, batch, cfg, generator=generator, greedy=greedy)
+    finally:
+        policy.model.train(was_training)
+
+
+__all__ = ["generate", "Rollouts", "BACKENDS"]

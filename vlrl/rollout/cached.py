@@ -1,0 +1,61 @@
+"""The shared-prefix backend: each prompt's images are encoded once and the prompt is prefilled once; the
+KV cache is then repeated G times and the group's samples decode from it in one batch.
+
+Positions: Qwen2.5-VL gives each prompt 3-D rotary positions (image tokens on a grid); every generated token
+takes, in all three components, one more than the largest position so far in its row.
+Finished rows keep decoding padding (masked out) so the batch stays rectangular; decoding stops when every
+row has finished or `max_new_tokens` is reached.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vlrl.config import RolloutConfig
+from vlrl.data.prompts import PromptBatch
+from vlrl.models.policy import Policy
+from vlrl.rollout.sampling import sample_next
+from vlrl.rollout.types import Rollouts, finish_rollouts
+
+
+@torch.no_grad()
+def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
+                    generator: torch.Generator | None = None, greedy: bool = False) -> Rollouts:
+    device = policy.device
+    batch = batch.to(device)
+    G = batch.group_size
+    P, L = batch.input_ids.shape
+    N = P * G
+    banned = torch.tensor(policy.banned_token_ids, dtype=torch.long, device=device)
+    eos = torch.tensor(policy.eos_token_ids, dtype=torch.long, device=device)
+    temperature = 0.0 if greedy else cfg.temperature
+
+    # Prefill each prompt once.
+    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw)
+    embeds = policy.embed(batch.input_ids, image_embeds)
+    positions = policy.prompt_positions(batch)  # [3, P, L]
+    hidden, cache = policy.hidden_states(embeds, positions, batch.attention_mask, use_cache=True)
+    logits = policy.lm_head(hidden[:, -1]).float()  # [P, V]
+
+    # Share the prefix across the group: samples of prompt p are rows p*G .. p*G+G-1.
+    cache.batch_repeat_interleave(G)
+    logits = logits.repeat_interleave(G, dim=0)  # [N, V]
+    next_pos = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [N]
+    attn = batch.attention_mask.repeat_interleave(G, dim=0)  # [N, L]
+
+    tokens, logps = [], []
+    done = torch.zeros(N, dtype=torch.bool, device=device)
+    for t in range(cfg.max_new_tokens):
+        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, generator)
+        tok = torch.where(done, torch.full_like(tok, policy.pad_token_id), tok)
+        tokens.append(tok)
+        logps.append(logp)
+        done = done | torch.isin(tok, eos)
+        if bool(done.all()) or t == cfg.max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=device)], dim=1)
+        step_pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
+        hidden, cache = policy.hidden_states(policy.embed(tok.unsqueeze(1), None), step_pos, attn,
+                                             past_key_values=cache, use_cache=True)
+        logits = policy.lm_head(hidden[:, -1]).float()
+    return finish_rollouts(policy, batch, torch.stack(tokens, 1), torch.stack(logps, 1))

@@ -1,0 +1,54 @@
+"""The reference backend: transformers `generate` on the prompts repeated G times. Slow (every image is encoded
+G times, every prompt prefilled G times) but independent of our engine, so tests compare against it."""
+
+from __future__ import annotations
+
+import torch
+
+from vlrl.config import RolloutConfig
+from vlrl.data.prompts import PromptBatch
+from vlrl.models.policy import Policy
+from vlrl.rollout.types import Rollouts, finish_rollouts
+
+
+def _repeat_images(batch: PromptBatch, G: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """pixel_values / image_grid_thw of the batch with each prompt's images repeated G times in place."""
+    if batch.pixel_values is None:
+        return None, None
+    patches = batch.image_grid_thw.prod(-1).tolist()
+    chunks = list(torch.split(batch.pixel_values, patches))
+    grids = list(batch.image_grid_thw)
+    pix, thw, i = [], [], 0
+    for n in batch.images_per_prompt:
+        for _ in range(G):
+            pix += chunks[i:i + n]
+            thw += grids[i:i + n]
+        i += n
+    return torch.cat(pix), torch.stack(thw)
+
+
+@torch.no_grad()
+def generate_reference(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
+                       generator: torch.Generator | None = None, greedy: bool = False) -> Rollouts:
+    batch = batch.to(policy.device)
+    G = batch.group_size
+    pixel_values, grid = _repeat_images(batch, G)
+    temperature = 0.0 if greedy else cfg.temperature
+    do_sample = temperature > 0
+    kwargs = dict(temperature=temperature, top_p=cfg.top_p, top_k=cfg.top_k or None) if do_sample else {}
+    if generator is not None and do_sample:
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
+    out = policy.core.generate(
+        input_ids=batch.input_ids.repeat_interleave(G, 0),
+        attention_mask=batch.attention_mask.repeat_interleave(G, 0),
+        mm_token_type_ids=batch.mm_token_type_ids.repeat_interleave(G, 0),
+        pixel_values=pixel_values, image_grid_thw=grid,
+        max_new_tokens=cfg.max_new_tokens, do_sample=do_sample, suppress_tokens=list(policy.banned_token_ids),
+        eos_token_id=list(policy.eos_token_ids), pad_token_id=policy.pad_token_id,
+        output_logits=True, return_dict_in_generate=True, **kwargs,
+    )
+    tokens = out.sequences[:, batch.input_ids.shape[1]:]
+    raw = torch.stack(out.logits, 1).float()  # [N, T, V] unprocessed logits
+    scaled = raw / temperature if do_sample else raw
+    logps = scaled.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return finish_rollouts(policy, batch, tokens, logps)

@@ -1,0 +1,38 @@
+"""What a rollout returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlrl.data.prompts import PromptBatch
+from vlrl.models.policy import Policy
+
+
+@dataclass
+class Rollouts:
+    completion_ids: torch.Tensor  # [N, T] N = P*G, group-contiguous; padded with pad id after EOS
+    completion_mask: torch.Tensor  # [N, T] 1 for generated tokens up to and including EOS
+    logprobs: torch.Tensor  # [N, T] behaviour log-probs (0 where masked)
+    texts: list[str]  # [N] decoded completions, special tokens removed
+    finished: torch.Tensor  # [N] bool: the completion ended with EOS (False = cut at max_new_tokens)
+    group_size: int
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [N]
+        return self.completion_mask.sum(-1)
+
+
+def finish_rollouts(policy: Policy, batch: PromptBatch, tokens: torch.Tensor, logps: torch.Tensor) -> Rollouts:
+    """tokens/logps [N, T] from a backend -> Rollouts with masks and text (mask ends after the first EOS)."""
+    eos = torch.tensor(policy.eos_token_ids, dtype=torch.long, device=tokens.device)
+    is_eos = torch.isin(tokens, eos)
+    # A token is part of the completion if no EOS came strictly before it.
+    eos_before = (is_eos.long().cumsum(1) - is_eos.long()) > 0
+    mask = ~eos_before
+    tokens = tokens.masked_fill(~mask, policy.pad_token_id)
+    logps = logps.masked_fill(~mask, 0.0)
+    texts = policy.tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=True)
+    return Rollouts(completion_ids=tokens, completion_mask=mask.long(), logprobs=logps,
+                    texts=[t.strip() for t in texts], finished=is_eos.any(1), group_size=batch.group_size)

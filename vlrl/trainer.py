@@ -1,0 +1,229 @@
+"""The GRPO step loop: rollout -> score -> advantage -> update -> log -> eval -> checkpoint.
+
+Everything device- or process-dependent goes through accelerate; each rank takes a contiguous slice of the
+step's prompts (whole groups), so group advantages never cross ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from vlrl.algorithms import compute_advantages, groups_with_signal
+from vlrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from vlrl.config import Config
+from vlrl.config_loader import save_config
+from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
+from vlrl.metrics import MetricsLogger, StageTimer
+from vlrl.models.policy import load_policy
+from vlrl.rewards import RewardInput, RewardMixer
+from vlrl.rollout import generate
+from vlrl.update import CompletionForward, batch_logprobs, update_policy
+
+EVAL_BATCH = 64
+
+
+class Trainer:
+    def __init__(self, cfg: Config, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.trainer.output_dir)
+        cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
+        self.accelerator = Accelerator(cpu=cpu)
+        acc = self.accelerator
+        torch.manual_seed(cfg.trainer.seed)
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+        ckpt = latest_checkpoint(self.run_dir) if resume else None
+        if resume and ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
+
+        self.train_rows, self.eval_rows = self._load_data()
+        model_path = ckpt or self._model_path()
+        self.policy = load_policy(cfg.model, model_path, acc.device)
+        self.forward = CompletionForward(self.policy.model)
+        params = [p for p in self.forward.parameters() if p.requires_grad]
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
+        self.reference = self._reference_model(model_path) if cfg.algorithm.kl_coef else None
+        self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
+
+        self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
+                                    cfg.data.system_prompt, cfg.data.prompt_suffix)
+        self.mixer = RewardMixer(cfg.reward)
+        per_rank, rem = divmod(cfg.data.prompts_per_step, acc.num_processes)
+        if rem:
+            raise ValueError(f"data.prompts_per_step={cfg.data.prompts_per_step} must divide by the "
+                             f"{acc.num_processes} processes")
+        self.sampler = StepSampler(len(self.train_rows), cfg.data.prompts_per_step, cfg.trainer.seed)
+        self.rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
+        self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process)
+        self.logger.truncate_after(self.start_step)
+        self.timer = StageTimer(torch.cuda.synchronize if acc.device.type == "cuda" else None)
+        self._eval_batches = None
+
+    # ---- setup -------------------------------------------------------------------------------------------
+    def _model_path(self) -> Path | str:
+        if self.cfg.model.path != "tiny":
+            return self.cfg.model.path
+        path = self.run_dir / "tiny_model"
+        if self.accelerator.is_main_process and not (path / "config.json").exists():
+            from vlrl.models.tiny import build_tiny_model
+
+            build_tiny_model(path, seed=self.cfg.trainer.seed, min_pixels=self.cfg.model.min_pixels,
+                             max_pixels=self.cfg.model.max_pixels)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def _load_data(self):
+        d = self.cfg.data
+        path = d.path
+        if path == "synthetic":
+            path = str(self.run_dir / "data")
+            if self.accelerator.is_main_process and not (Path(path) / "dataset_dict.json").exists():
+                from data_pipelines.synthetic.shapes import build_shapes_dataset
+
+                build_shapes_dataset(path, d.synthetic_train_rows, d.synthetic_eval_rows, seed=self.cfg.trainer.seed)
+            self.accelerator.wait_for_everyone()
+        train = load_rows(path, d.train_split)
+        evals = load_rows(path, d.eval_split) if d.eval_split else None
+        if evals is not None and len(evals) > d.max_eval_rows:
+            evals = evals.select(range(d.max_eval_rows))
+        return train, evals
+
+    def _reference_model(self, path):
+        ref = load_policy(self.cfg.model, path, self.accelerator.device)
+        ref.model.requires_grad_(False).eval()
+        return ref
+
+    def _lr_factor(self, step: int) -> float:
+        o, total = self.cfg.optim, self.cfg.trainer.total_steps
+        if step < o.warmup_steps:
+            return (step + 1) / o.warmup_steps
+        if o.schedule == "cosine":
+            progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if o.schedule != "constant":
+            raise ValueError(f"optim.schedule must be constant or cosine, got {o.schedule!r}")
+        return 1.0
+
+    # ---- the loop ----------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        t = self.cfg.trainer
+        bar = tqdm(range(self.start_step, t.total_steps), initial=self.start_step, total=t.total_steps,
+                   disable=not (t.progress_bar and self.accelerator.is_main_process), desc="train")
+        last_eval: dict[str, float] = {}
+        if self.start_step == 0 and t.eval_every:
+            last_eval = self.evaluate(0)
+        for step in bar:
+            metrics = self.train_step(step)
+            self.logger.log(step + 1, metrics)
+            done = step + 1 == t.total_steps
+            if t.eval_every and ((step + 1) % t.eval_every == 0 or done):
+                last_eval = self.evaluate(step + 1)
+            if (t.save_every and (step + 1) % t.save_every == 0) or done:
+                self.save(step + 1)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{last_eval.get('eval/accuracy', 0):.2f}")
+        self.logger.close()
+        return last_eval
+
+    def train_step(self, step: int) -> dict[str, float]:
+        cfg, timer = self.cfg, self.timer
+        G = cfg.rollout.group_size
+        with timer("data"):
+            indices = self.sampler.indices(step)[self.rank_slice]
+            rows = [validate_row(self.train_rows[i], i) for i in indices]
+            batch = self.encode(rows, G).to(self.accelerator.device)
+            self.policy.prompt_positions(batch)
+        with timer("rollout"):
+            rollouts = generate(self.policy, batch, cfg.rollout, generator=self._generator(step))
+        with timer("reward"):
+            scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps)
+        with timer("advantage"):
+            rewards = scores.total.to(batch.input_ids.device)
+            advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
+            keep = torch.ones_like(rewards, dtype=torch.bool)
+            if cfg.algorithm.dynamic_sampling:
+                keep = groups_with_signal(rewards, G).repeat_interleave(G)
+            rows_kept = keep.nonzero().squeeze(-1)
+        temperature = cfg.rollout.temperature
+        old = ref = None
+        if cfg.algorithm.updates_per_batch > 1 and len(rows_kept):
+            with timer("old_logprobs"):
+                old = batch_logprobs(self.policy, self.forward, batch, rollouts, rows_kept, temperature, cfg.algorithm)
+        if self.reference is not None and len(rows_kept):
+            with timer("ref_logprobs"):
+                ref_forward = CompletionForward(self.reference.model)
+                ref = batch_logprobs(self.reference, ref_forward, batch, rollouts, rows_kept, temperature,
+                                     cfg.algorithm)
+        loss_metrics = {}
+        if len(rows_kept):
+            with timer("update"):
+                self.forward.train()
+                loss_metrics = update_policy(
+                    self.policy, self.forward, self.accelerator, self.optimizer, self.scheduler, batch, rollouts,
+                    rows_kept, advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, old, ref,
+                )
+        else:
+            self.scheduler.step()
+        lengths = rollouts.lengths.float()
+        return {
+            **scores.metrics("reward"), **loss_metrics, **timer.pop(),
+            "rollout/length_mean": lengths.mean().item(), "rollout/length_max": lengths.max().item(),
+            "rollout/truncated_frac": 1.0 - rollouts.finished.float().mean().item(),
+            "rollout/kept_frac": keep.float().mean().item(),
+            "optim/lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def _generator(self, step: int) -> torch.Generator:
+        # Sampling randomness is a function of (seed, step): resumed runs sample exactly what they would have.
+        device = self.accelerator.device
+        g = torch.Generator(device=device)
+        g.manual_seed(self.cfg.trainer.seed * 1_000_003 + step * 7919 + self.accelerator.process_index)
+        return g
+
+    def score(self, batch, rollouts, progress: float):
+        G = rollouts.group_size
+        inputs, specs = [], []
+        for i, text in enumerate(rollouts.texts):
+            p = i // G
+            row = batch.rows[p]
+            inputs.append(RewardInput(completion=text, answer=row.answer, task=row.task,
+                                      data_source=row.data_source, image_sizes=batch.image_sizes[p],
+                                      resized_sizes=batch.resized_sizes[p], meta=row.meta, progress=progress))
+            specs.append(row.reward)
+        return self.mixer.score(inputs, specs)
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source."""
+        if self.eval_rows is None or len(self.eval_rows) == 0:
+            return {}
+        if self._eval_batches is None:
+            rows = [validate_row(self.eval_rows[i], i) for i in range(len(self.eval_rows))]
+            self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
+        totals, accs, sources = [], [], []
+        for batch in self._eval_batches:
+            rollouts = generate(self.policy, batch.to(self.accelerator.device), self.cfg.rollout, greedy=True)
+            scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
+            totals.append(scores.total)
+            acc = scores.components.get("accuracy")
+            accs.append(acc if acc is not None else scores.total)
+            sources += scores.data_sources
+        total, acc = torch.cat(totals), torch.nan_to_num(torch.cat(accs), nan=0.0)
+        out = {"eval/reward": total.mean().item(), "eval/accuracy": acc.mean().item()}
+        for source in sorted(set(sources)):
+            sel = torch.tensor([s == source for s in sources])
+            out[f"eval/accuracy/{source}"] = acc[sel].mean().item()
+            out[f"eval/reward/{source}"] = total[sel].mean().item()
+        self.logger.log(step, out)
+        return out
+
+    def save(self, step: int) -> Path:
+        return save_checkpoint(self.run_dir, step, self.accelerator, self.policy.core, self.policy.processor,
+                               self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints)

@@ -1,0 +1,157 @@
+"""The policy update: log-probs of the sampled completions under the current policy, and the micro-batched
+GRPO-family loss.
+
+A micro-batch is a set of sequences (prompt + completion). Each distinct image among them is encoded once and
+its features are shared by that prompt's samples (an index, so gradients still reach a trainable vision
+tower). Only the completion positions go through the LM head, chunk by chunk (`vlrl.algorithms.logprobs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlrl.algorithms import policy_loss, token_logprobs
+from vlrl.config import AlgorithmConfig
+from vlrl.data.prompts import PromptBatch
+from vlrl.models.policy import Policy
+from vlrl.rollout.types import Rollouts
+
+
+@dataclass
+class SequenceBatch:
+    """Everything the forward needs for a set of sequences (rows of the rollout), built from the batch."""
+
+    input_ids: torch.Tensor  # [n, L+T]
+    attention_mask: torch.Tensor  # [n, L+T]
+    positions: torch.Tensor  # [3, n, L+T] rotary positions
+    pixel_values: torch.Tensor | None  # patches of the distinct images used by these sequences
+    distinct_grid_thw: torch.Tensor | None  # [distinct images, 3]
+    feature_index: torch.Tensor | None  # [image tokens over sequences] rows into distinct image features
+    targets: torch.Tensor  # [n, T] completion ids
+    mask: torch.Tensor  # [n, T]
+
+
+class CompletionForward(torch.nn.Module):
+    """The training forward as a module, so data-parallel wrappers (accelerate) see a regular `forward`:
+    (prompt + completion tokens, image patches) -> hidden states at the positions that predict the completion."""
+
+    def __init__(self, hf_model: torch.nn.Module):
+        super().__init__()
+        self.hf_model = hf_model
+
+    def forward(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
+        """Returns hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
+        image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
+        if image_embeds is not None:
+            image_embeds = image_embeds[seqs.feature_index]
+        embeds = policy.embed(seqs.input_ids, image_embeds)
+        hidden, _ = policy.hidden_states(embeds, seqs.positions, seqs.attention_mask)
+        T = seqs.targets.shape[1]
+        L = seqs.input_ids.shape[1] - T
+        return hidden[:, L - 1 : L - 1 + T]
+
+
+def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SequenceBatch:
+    """Sequences `rows` (indices into the N = P*G rollout rows) as model inputs (needs batch.positions)."""
+    G = batch.group_size
+    prompts = rows // G
+    targets, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
+    ids = torch.cat([batch.input_ids[prompts], targets], 1)
+    attn = torch.cat([batch.attention_mask[prompts], mask.to(batch.attention_mask.dtype)], 1)
+    # Completion tokens continue from the prompt's largest position, in all three rotary components.
+    prompt_pos = batch.positions[:, prompts]  # [3, n, L]
+    steps = torch.arange(1, targets.shape[1] + 1, device=ids.device)
+    completion_pos = prompt_pos.amax(dim=(0, 2)).unsqueeze(-1) + steps  # [n, T]
+    pos = torch.cat([prompt_pos, completion_pos.unsqueeze(0).expand(3, -1, -1)], 2)
+    if batch.pixel_values is None:
+        return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
+
+    merge = 4  # Qwen2.5-VL merges 2x2 patches into one token
+    grid = batch.image_grid_thw
+    first_image = torch.tensor([0] + batch.images_per_prompt[:-1], device=grid.device).cumsum(0)
+    patch_start = torch.cat([grid.new_zeros(1), grid.prod(-1).cumsum(0)])
+    # Distinct images used by these sequences, in order of first use.
+    distinct = []
+    for p in prompts.unique(sorted=True).tolist():
+        distinct += range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p])
+    pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in distinct])
+    tokens = grid[distinct].prod(-1) // merge
+    token_start = torch.cat([tokens.new_zeros(1), tokens.cumsum(0)])
+    where = {img: k for k, img in enumerate(distinct)}
+    index = []
+    for p in prompts.tolist():
+        for img in range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p]):
+            k = where[img]
+            index.append(torch.arange(int(token_start[k]), int(token_start[k + 1]), device=grid.device))
+    return SequenceBatch(ids, attn, pos, pixel_values, grid[distinct], torch.cat(index), targets, mask)
+
+
+def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: SequenceBatch, temperature: float,
+                        chunk_size: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs [n, T] (and entropy [n, T]) of the completions under the current policy."""
+    hidden = forward(policy, seqs)
+    head = policy.lm_head
+    return token_logprobs(hidden, head.weight, seqs.targets, temperature=temperature, chunk_size=chunk_size,
+                          with_entropy=with_entropy, lm_head_bias=head.bias)
+
+
+def micro_batches(n: int, size: int, device) -> list[torch.Tensor]:
+    return [torch.arange(s, min(s + size, n), device=device) for s in range(0, n, size)]
+
+
+@torch.no_grad()
+def batch_logprobs(policy, forward, batch, rollouts, rows, temperature, cfg: AlgorithmConfig) -> torch.Tensor:
+    """Log-probs [len(rows), T] without gradient (old / reference log-probs)."""
+    out = []
+    for mb in micro_batches(len(rows), cfg.micro_batch_size, rows.device):
+        logp, _ = completion_logprobs(policy, forward, gather_sequences(batch, rollouts, rows[mb]), temperature,
+                                      cfg.logprob_chunk_size, False)
+        out.append(logp)
+    return torch.cat(out)
+
+
+def update_policy(policy, forward, accelerator, optimizer, scheduler, batch: PromptBatch, rollouts: Rollouts,
+                  rows: torch.Tensor, advantages: torch.Tensor, temperature: float, cfg: AlgorithmConfig,
+                  max_grad_norm: float, old_logp: torch.Tensor | None = None,
+                  ref_logp: torch.Tensor | None = None) -> dict[str, float]:
+    """`cfg.updates_per_batch` optimiser steps over the sequences `rows`; returns averaged loss metrics.
+
+    old_logp [len(rows), T]: log-probs of the policy that sampled (None: the current policy's, detached, which is
+    exact when there is one update per batch). advantages [len(rows)].
+    """
+    mask = rollouts.completion_mask[rows]
+    totals = dict(num_tokens=mask.sum().clamp(min=1).float(), num_seqs=float(len(rows)),
+                  max_len=rollouts.completion_ids.shape[1])
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(cfg.updates_per_batch):
+        for mb in micro_batches(len(rows), cfg.micro_batch_size, rows.device):
+            seqs = gather_sequences(batch, rollouts, rows[mb])
+            logp, entropy = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size,
+                                                with_entropy=True)
+            old = logp.detach() if old_logp is None else old_logp[mb]
+            loss, stats = policy_loss(
+                logp, old, advantages[mb], seqs.mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                aggregation=cfg.loss_aggregation, ratio_level=cfg.ratio_level,
+                ref_logp=None if ref_logp is None else ref_logp[mb], kl_coef=cfg.kl_coef,
+                kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef, **totals,
+            )
+            accelerator.backward(loss)
+            for k, v in stats.metrics().items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+        grad_norm = accelerator.clip_grad_norm_(forward.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    out = {k: v / count for k, v in sums.items()}
+    # Loss terms are aggregated with global totals, so their per-update value is the sum over micro-batches.
+    steps = cfg.updates_per_batch
+    for key in ("loss/loss", "loss/pg_loss"):
+        if key in out:
+            out[key] = sums[key] / steps
+    if grad_norm is not None:
+        out["loss/grad_norm"] = float(grad_norm)
+    return out
