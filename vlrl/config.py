@@ -8,7 +8,7 @@ command line overrides the YAML. Loading, overriding and saving live in ``vlrl.c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 def option(default: Any, help: str) -> Any:
@@ -31,7 +31,7 @@ class ModelConfig:
         "HF-format checkpoint directory or hub id of a Qwen2.5-VL model; 'tiny' builds a tiny random "
         "Qwen2.5-VL offline into <output_dir>/tiny_model.",
     )
-    dtype: str = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
+    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
     attn_implementation: str = option("sdpa", "Attention kernel passed to transformers: sdpa, eager, flash_attention_2.")
     freeze_vision: bool = option(False, "Freeze the vision tower (the merger/connector stays trainable).")
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
@@ -58,7 +58,7 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: str = option(
+    backend: Literal["cached", "reference"] = option(
         "cached", "Rollout backend: 'cached' (prefill once, share the KV cache across the group) or "
         "'reference' (transformers generate on repeated prompts; slow, for correctness checks).",
     )
@@ -89,18 +89,18 @@ class RewardConfig:
 
 @dataclass
 class AlgorithmConfig:
-    advantage: str = option(
+    advantage: Literal["grpo", "drgrpo", "rloo"] = option(
         "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
     )
     clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
     clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
-    ratio_level: str = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")
-    loss_aggregation: str = option(
+    ratio_level: Literal["token", "sequence"] = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")
+    loss_aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"] = option(
         "token_mean", "token_mean (all tokens of the batch weigh equally, DAPO), seq_mean_token_mean "
         "(GRPO paper), seq_mean_token_sum_norm (Dr.GRPO: token sum divided by max_new_tokens).",
     )
     kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
-    kl_estimator: str = option("k3", "KL estimator: k1, k2 or k3.")
+    kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
     entropy_coef: float = option(0.02, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(1, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(256, "Sequences per forward/backward pass; gradients accumulate over them.")
@@ -112,10 +112,10 @@ class AlgorithmConfig:
 class OptimConfig:
     lr: float = option(5e-4, "Peak learning rate of AdamW.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
-    betas: list = option([0.9, 0.99], "AdamW betas.")
+    betas: list[float] = option([0.9, 0.99], "AdamW betas.")
     eps: float = option(1e-8, "AdamW epsilon.")
     warmup_steps: int = option(10, "Linear warm-up steps.")
-    schedule: str = option("constant", "Learning-rate schedule after warm-up: constant or cosine.")
+    schedule: Literal["constant", "cosine"] = option("constant", "Learning-rate schedule after warm-up: constant or cosine.")
     max_grad_norm: float = option(1.0, "Gradient clipping norm; 0 disables clipping.")
 
 
@@ -127,7 +127,7 @@ class TrainerConfig:
     eval_every: int = option(25, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")
     save_every: int = option(50, "Checkpoint every N steps (and at the end); 0 saves only at the end.")
     keep_checkpoints: int = option(2, "Keep the newest N step checkpoints.")
-    device: str = option("auto", "auto, cpu or cuda.")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto, cpu or cuda.")
     progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")
 
 

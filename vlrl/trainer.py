@@ -43,15 +43,16 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
         self.train_rows, self.eval_rows = self._load_data()
-        model_path = ckpt or self._model_path()
-        self.policy = load_policy(cfg.model, model_path, acc.device)
+        base_path = self._model_path()
+        self.policy = load_policy(cfg.model, ckpt or base_path, acc.device)
         self.forward = CompletionForward(self.policy.model)
         params = [p for p in self.forward.parameters() if p.requires_grad]
         o = cfg.optim
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
-        self.reference = self._reference_model(model_path) if cfg.algorithm.kl_coef else None
+        # The KL reference is the starting model, also when resuming.
+        self.reference = self._reference_model(base_path) if cfg.algorithm.kl_coef else None
         self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
@@ -114,7 +115,9 @@ class Trainer:
         return 1.0
 
     # ---- the loop ----------------------------------------------------------------------------------------
-    def fit(self) -> dict[str, float]:
+    def fit(self, stop_after: int | None = None) -> dict[str, float]:
+        """Train to `trainer.total_steps` (or stop once step `stop_after` is done, as an interruption would);
+        returns the last evaluation's metrics."""
         t = self.cfg.trainer
         bar = tqdm(range(self.start_step, t.total_steps), initial=self.start_step, total=t.total_steps,
                    disable=not (t.progress_bar and self.accelerator.is_main_process), desc="train")
@@ -130,6 +133,8 @@ class Trainer:
             if (t.save_every and (step + 1) % t.save_every == 0) or done:
                 self.save(step + 1)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{last_eval.get('eval/accuracy', 0):.2f}")
+            if stop_after is not None and step + 1 >= stop_after:
+                break
         self.logger.close()
         return last_eval
 

@@ -30,7 +30,7 @@ AdvantageFn = Callable[[Tensor, float], Tensor]
 
 def _grpo(grouped: Tensor, eps: float) -> Tensor:
     mean = grouped.mean(dim=1, keepdim=True)
-    std = grouped.std(dim=1, unbiased=False, keepdim=True)
+    std = grouped.std(dim=1, unbiased=True, keepdim=True)
     return (grouped - mean) / (std + eps)
 
 

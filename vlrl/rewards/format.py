@@ -77,5 +77,5 @@ def format_reward(inp: RewardInput, require_think: bool = False, partial_credit:
     checks = format_checks(inp.completion, require_think)
     passed = sum(checks.values())
     if partial_credit:
-        return passed / 4
+        return passed / len(checks)
     return 1.0 if passed == len(checks) else 0.0

@@ -26,7 +26,8 @@ Failures
 --------
 Each reward call goes through :func:`call_reward`, which turns an exception or a non-finite/non-numeric
 value into a score of 0.0 and counts it in ``Scores.parse_failures``. That one function is where a
-timeout or a worker process will go later; it takes only picklable inputs for that reason.
+timeout or a worker process will go later: ``RewardInput`` and params are picklable, and each term keeps
+its spec string (``RewardTerm.name``) so a worker can resolve the function again with ``get_reward``.
 """
 
 from __future__ import annotations
