@@ -79,7 +79,7 @@ class RewardTerm:
 @dataclass
 class RewardConfig:
     terms: list = option(
-        [{"name": "accuracy", "weight": 1.0, "params": {}},
+        [{"name": "accuracy", "weight": 1.0, "params": {"single": True}},
          {"name": "format", "weight": 0.5, "params": {"partial_credit": True}}],
         "Default reward terms (list of {name, weight, params}) for rows whose task has no entry in per_task.",
     )

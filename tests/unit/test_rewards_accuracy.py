@@ -82,6 +82,9 @@ NUMBER_CASES = [
     ("<answer>-2</answer>", "2", {}, 0.0),  # the sign matters
     ("I count 5 shapes", "5", {}, 1.0),  # fallback to the completion
     ("I count 5 shapes", "5", {"fallback_to_completion": False}, 0.0),
+    ("<answer> 1 3 4 </answer>", "4", {}, 1.0),  # the last number counts by default ("3 + 1 = 4")
+    ("<answer> 1 3 4 </answer>", "4", {"single": True}, 0.0),  # listing candidates earns nothing
+    ("<answer> 4 shapes </answer>", "4", {"single": True}, 1.0),
 ]
 
 

@@ -131,10 +131,14 @@ def qwen2_5_vl_config(tokenizer, text: dict, vision: dict):
     )
 
 
+# Initialised with std 0.1 rather than transformers' 0.02: at 0.02 the answer position attends almost uniformly
+# to ~18 tokens and even supervised training sat on a chance-level plateau for hundreds of steps before it
+# read the image; at 0.1 it learns both synthetic tasks in ~150 supervised steps (measured on 2 CPU cores).
+TINY_INIT_STD = 0.1
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=False)
+                 num_key_value_heads=2, tie_word_embeddings=False, initializer_range=TINY_INIT_STD)
 TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                   fullatt_block_indexes=[1], window_size=56)
+                   fullatt_block_indexes=[1], window_size=56, initializer_range=TINY_INIT_STD)
 
 
 def build_tiny_model(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112) -> Path:
@@ -143,6 +147,7 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 
 
     tokenizer = build_tiny_tokenizer()
     config = qwen2_5_vl_config(tokenizer, dict(TINY_TEXT, vocab_size=len(tokenizer)), TINY_VISION)
+    config.initializer_range = TINY_INIT_STD
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     return _save(model, build_processor(tokenizer, min_pixels, max_pixels), out_dir)
@@ -169,7 +174,9 @@ def _save(model, processor, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = model.config.text_config.pad_token_id
-    model.generation_config.eos_token_id = model.config.text_config.eos_token_id
+    # Like Qwen2.5-VL-Instruct: either end-of-turn or end-of-text ends a completion.
+    model.generation_config.eos_token_id = [model.config.text_config.eos_token_id,
+                                            model.config.text_config.pad_token_id]
     model.generation_config.bos_token_id = model.config.text_config.bos_token_id
     model.save_pretrained(out)
     processor.save_pretrained(out)

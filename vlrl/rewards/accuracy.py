@@ -91,16 +91,24 @@ def _match_value(match: re.Match) -> float | None:
 
 @register_reward("number")
 def number(
-    inp: RewardInput, rel_tol: float = 1e-6, abs_tol: float = 0.0, fallback_to_completion: bool = True
+    inp: RewardInput,
+    rel_tol: float = 1e-6,
+    abs_tol: float = 0.0,
+    fallback_to_completion: bool = True,
+    single: bool = False,
 ) -> float:
     """1.0 when the last number of the answer region is close to the ground-truth number
-    (``math.isclose`` with ``rel_tol``/``abs_tol``); 0.0 when no number can be read from the output."""
+    (``math.isclose`` with ``rel_tol``/``abs_tol``); 0.0 when no number can be read from the output.
+    ``single=True`` also scores 0.0 when the region holds more than one number: for answers that are a bare
+    number (counts), it stops a policy from listing several candidates and being credited for the last."""
     truth = parse_number(str(inp.answer))
     if truth is None:
         raise ValueError(f"number: ground truth {inp.answer!r} holds no number")
     region = answer_region(inp.completion, fallback_to_completion)
     pred = parse_number(region) if region is not None else None
     if pred is None:
+        return 0.0
+    if single and len(_NUMBER_RE.findall(region)) > 1:
         return 0.0
     return 1.0 if math.isclose(pred, truth, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
 

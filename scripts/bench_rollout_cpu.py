@@ -1,0 +1,61 @@
+"""Rollout speed on the tiny default (CPU): the cached engine against the transformers `generate` reference.
+
+    python scripts/bench_rollout_cpu.py [--prompts 32] [--group-size 8] [--max-new-tokens 8] [--repeats 5]
+
+Prints the command, the machine and seconds per rollout (median of the repeats) for each backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=32)
+    ap.add_argument("--group-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    from data_pipelines.synthetic.shapes import shape_rows
+    from vlrl.config import ModelConfig, RolloutConfig
+    from vlrl.data import PromptEncoder, validate_row
+    from vlrl.models.policy import load_policy
+    from vlrl.models.tiny import build_tiny_model
+    from vlrl.rollout import generate
+
+    print("command:", "python " + " ".join(sys.argv))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        policy = load_policy(ModelConfig(), build_tiny_model(tmp))
+    half = args.prompts // 2
+    raw = shape_rows("colour", half, seed=0) + shape_rows("count", args.prompts - half, seed=0)
+    rows = [validate_row(r, i) for i, r in enumerate(raw)]
+    batch = PromptEncoder(policy.processor, 56 * 56, 112 * 112)(rows, args.group_size)
+    policy.prompt_positions(batch)
+    for backend in ("cached", "reference"):
+        cfg = RolloutConfig(backend=backend, max_new_tokens=args.max_new_tokens)
+        times = []
+        for r in range(args.repeats + 1):
+            start = time.perf_counter()
+            out = generate(policy, batch, cfg, generator=torch.Generator().manual_seed(r))
+            if r:  # the first call warms up
+                times.append(time.perf_counter() - start)
+        tokens = int(out.completion_mask.sum())
+        med = statistics.median(times)
+        print(f"{backend:>9}: {med * 1000:7.1f} ms per rollout of {args.prompts}x{args.group_size} "
+              f"({tokens / med:,.0f} completion tokens/s)")
+
+
+if __name__ == "__main__":
+    main()
