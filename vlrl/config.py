@@ -49,6 +49,10 @@ class DataConfig:
     train_split: str = option("train", "Split used for training.")
     eval_split: str = option("test", "Held-out split used for greedy evaluation ('' disables eval).")
     prompts_per_step: int = option(32, "Prompts per optimisation step (P); each is sampled group_size times.")
+    source_weights: dict = option(
+        {}, "Sampling weight per data_source ({source: weight}; unnamed sources weigh 1); empty reads the "
+        "data in shuffled epochs.",
+    )
     system_prompt: str = option("", "Optional system message prepended to every prompt.")
     prompt_suffix: str = option("", "Text appended to every problem (e.g. an instruction about answer tags).")
     max_eval_rows: int = option(256, "At most this many held-out rows are evaluated.")
@@ -63,7 +67,7 @@ class RolloutConfig:
         "'reference' (transformers generate on repeated prompts; slow, for correctness checks).",
     )
     group_size: int = option(8, "Completions sampled per prompt (G).")
-    max_new_tokens: int = option(8, "Maximum completion length in tokens.")
+    max_new_tokens: int = option(4, "Maximum completion length in tokens.")
     temperature: float = option(1.0, "Sampling temperature (log-probs in the update use the same).")
     top_p: float = option(1.0, "Nucleus sampling mass; 1.0 disables.")
     top_k: int = option(0, "Sample among the k most likely tokens; 0 disables.")
@@ -101,8 +105,8 @@ class AlgorithmConfig:
     )
     kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
     kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
-    entropy_coef: float = option(0.02, "Entropy bonus weight (subtracted from the loss).")
-    updates_per_batch: int = option(1, "Optimiser passes over each rollout batch (PPO epochs).")
+    entropy_coef: float = option(0.05, "Entropy bonus weight (subtracted from the loss).")
+    updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(256, "Sequences per forward/backward pass; gradients accumulate over them.")
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
@@ -114,18 +118,18 @@ class OptimConfig:
     weight_decay: float = option(0.0, "AdamW weight decay.")
     betas: list[float] = option([0.9, 0.99], "AdamW betas.")
     eps: float = option(1e-8, "AdamW epsilon.")
-    warmup_steps: int = option(10, "Linear warm-up steps.")
+    warmup_steps: int = option(0, "Linear warm-up steps.")
     schedule: Literal["constant", "cosine"] = option("constant", "Learning-rate schedule after warm-up: constant or cosine.")
     max_grad_norm: float = option(1.0, "Gradient clipping norm; 0 disables clipping.")
 
 
 @dataclass
 class TrainerConfig:
-    total_steps: int = option(150, "Optimisation steps to run.")
+    total_steps: int = option(300, "Optimisation steps to run.")
     seed: int = option(0, "Seed for data order, sampling and model construction.")
     output_dir: str = option("runs/tiny", "Run directory: config, metrics, tensorboard events, checkpoints.")
-    eval_every: int = option(25, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")
-    save_every: int = option(50, "Checkpoint every N steps (and at the end); 0 saves only at the end.")
+    eval_every: int = option(50, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")
+    save_every: int = option(100, "Checkpoint every N steps (and at the end); 0 saves only at the end.")
     keep_checkpoints: int = option(2, "Keep the newest N step checkpoints.")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto, cpu or cuda.")
     progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")

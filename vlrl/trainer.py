@@ -62,7 +62,11 @@ class Trainer:
         if rem:
             raise ValueError(f"data.prompts_per_step={cfg.data.prompts_per_step} must divide by the "
                              f"{acc.num_processes} processes")
-        self.sampler = StepSampler(len(self.train_rows), cfg.data.prompts_per_step, cfg.trainer.seed)
+        sources = None
+        if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
+            sources = [s or t for s, t in zip(self.train_rows["data_source"], self.train_rows["task"], strict=True)]
+        self.sampler = StepSampler(len(self.train_rows), cfg.data.prompts_per_step, cfg.trainer.seed, sources,
+                                   cfg.data.source_weights)
         self.rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
         self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process)
         self.logger.truncate_after(self.start_step)

@@ -316,8 +316,6 @@ CONFIG_FILES = sorted((REPO / "configs").glob("*.yaml"))
 
 
 def test_repo_ships_config_files():
-    # EXPECTED TO FAIL until the lead adds configs/tiny_cpu.yaml and configs/qwen2_5_vl_3b_grpo.yaml
-    # (configs/ was empty when this test was written); without files the load test below runs nothing.
     assert CONFIG_FILES, "configs/*.yaml is empty; the recipes (tiny_cpu.yaml, ...) are expected there"
 
 
@@ -325,3 +323,8 @@ def test_repo_ships_config_files():
 def test_repo_config_files_load(path):
     cfg = load_config(Config, path)
     assert isinstance(cfg, Config)
+
+
+def test_tiny_cpu_yaml_equals_the_builtin_defaults():
+    # `vlrl train` with no argument runs the defaults; configs/tiny_cpu.yaml claims to spell them out.
+    assert load_config(Config, REPO / "configs" / "tiny_cpu.yaml") == Config()

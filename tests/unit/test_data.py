@@ -42,3 +42,24 @@ def test_step_sampler_is_a_function_of_seed_and_step():
     first_epoch = a.indices(0) + a.indices(1) + a.indices(2)[:2]
     assert sorted(first_epoch) == list(range(10))
     assert StepSampler(10, 4, seed=4).indices(0) != a.indices(0)
+
+
+def test_source_weights_set_each_sources_share():
+    # 900 rows of "a" and 100 of "b"; weights a:1, b:3 -> b's share is 3/4 of the draws, though b has 10% of the
+    # rows (draws within a step are without replacement, which shifts shares by far less than the tolerance here).
+    sources = ["a"] * 900 + ["b"] * 100
+    sampler = StepSampler(1000, 4, seed=0, sources=sources, source_weights={"b": 3})
+    draws = [i for s in range(2000) for i in sampler.indices(s)]
+    share_b = sum(1 for i in draws if i >= 900) / len(draws)
+    assert abs(share_b - 0.75) < 0.02
+    assert sampler.indices(7) == StepSampler(1000, 4, 0, sources, {"b": 3}).indices(7)  # a function of (seed, step)
+    assert all(len(set(sampler.indices(s))) == 4 for s in range(50))  # no repeats within a step
+
+
+def test_source_weights_errors_name_the_problem():
+    import pytest
+
+    with pytest.raises(ValueError, match="absent from the data"):
+        StepSampler(3, 1, 0, ["a", "a", "b"], {"c": 2})
+    with pytest.raises(ValueError, match="non-negative"):
+        StepSampler(3, 1, 0, ["a", "a", "b"], {"a": -1})

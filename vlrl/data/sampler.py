@@ -3,18 +3,46 @@ an uninterrupted one would, and each data-parallel rank can take its own slice o
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 
 class StepSampler:
-    """Shuffles the dataset once per epoch (seeded by seed and epoch) and hands out `prompts_per_step`
-    indices per step; the last incomplete stretch of an epoch wraps into the next epoch's order."""
+    """Hands out `prompts_per_step` row indices per step.
 
-    def __init__(self, num_rows: int, prompts_per_step: int, seed: int):
+    Without source weights: the dataset is shuffled once per epoch (seeded by seed and epoch) and read in
+    order; the last incomplete stretch of an epoch wraps into the next epoch's order.
+    With `source_weights` ({data_source: weight}): each step draws its prompts without replacement from a
+    distribution where each source's share is proportional to its weight (sources not named weigh 1), rows
+    of a source being equally likely; the draw of step s is seeded by (seed, s).
+    """
+
+    def __init__(self, num_rows: int, prompts_per_step: int, seed: int,
+                 sources: Sequence[str] | None = None, source_weights: Mapping[str, float] | None = None):
         if num_rows == 0:
             raise ValueError("the training split has no rows")
         self.num_rows, self.per_step, self.seed = num_rows, prompts_per_step, seed
         self._orders: dict[int, np.ndarray] = {}
+        self.probs = None
+        if source_weights:
+            if sources is None or len(sources) != num_rows:
+                raise ValueError("source_weights needs the data_source of every row")
+            unknown = sorted(set(source_weights) - set(sources))
+            if unknown:
+                raise ValueError(f"data.source_weights names sources absent from the data: {unknown}; "
+                                 f"present: {sorted(set(sources))}")
+            if any(w < 0 for w in source_weights.values()):
+                raise ValueError(f"data.source_weights must be non-negative, got {dict(source_weights)}")
+            names, counts = np.unique(np.asarray(sources), return_counts=True)
+            share = {n: float(source_weights.get(n, 1.0)) / c for n, c in zip(names, counts, strict=True)}
+            probs = np.array([share[s] for s in sources], dtype=np.float64)
+            if probs.sum() <= 0:
+                raise ValueError("data.source_weights gives every row weight 0")
+            self.probs = probs / probs.sum()
+            if int((self.probs > 0).sum()) < prompts_per_step:
+                raise ValueError(f"only {int((self.probs > 0).sum())} rows have non-zero weight, fewer than "
+                                 f"prompts_per_step={prompts_per_step}")
 
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
@@ -25,12 +53,12 @@ class StepSampler:
 
     def indices(self, step: int) -> list[int]:
         """Row indices of step `step` (0-based): [prompts_per_step]."""
+        if self.probs is not None:
+            rng = np.random.default_rng([self.seed, step, 1])
+            return rng.choice(self.num_rows, size=self.per_step, replace=False, p=self.probs).tolist()
         start = step * self.per_step
         out = []
         for pos in range(start, start + self.per_step):
             epoch, offset = divmod(pos, self.num_rows)
             out.append(int(self._order(epoch)[offset]))
         return out
-
-    def epoch_of(self, step: int) -> float:
-        return step * self.per_step / self.num_rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -42,6 +42,22 @@ def exact_text(inp: RewardInput, fallback_to_completion: bool = True) -> float:
         return 0.0
     pred = normalize_text(region)
     return 1.0 if pred and pred == normalize_text(str(inp.answer)) else 0.0
+
+
+@register_reward("one_of")
+def one_of(inp: RewardInput, options: Sequence[str] = (), fallback_to_completion: bool = True) -> float:
+    """1.0 when the normalised answer region is one of ``options`` (right or wrong): a shaping term that
+    rewards answering in the task's answer space (a colour word to a colour question, a letter to a
+    multiple-choice one) so that every valid answer keeps being sampled while the policy learns which is right.
+
+    >>> one_of(RewardInput("<answer> Blue </answer>", "red", "colour"), options=["red", "blue"])
+    1.0
+    """
+    region = answer_region(inp.completion, fallback_to_completion)
+    if region is None:
+        return 0.0
+    allowed = {normalize_text(str(o)) for o in options}
+    return 1.0 if normalize_text(region) in allowed else 0.0
 
 
 # A number: optional sign (not glued to a preceding word or digit, so "3-4" reads 3 and 4), digits with
