@@ -50,7 +50,7 @@ class DataConfig:
     eval_split: str = option("test", "Held-out split used for greedy evaluation ('' disables eval).")
     prompts_per_step: int = option(32, "Prompts per optimisation step (P); each is sampled group_size times.")
     source_weights: dict = option(
-        {}, "Sampling weight per data_source ({source: weight}; unnamed sources weigh 1); empty reads the "
+        {"shapes_colour": 3}, "Sampling weight per data_source ({source: weight}; unnamed sources weigh 1); empty reads the "
         "data in shuffled epochs.",
     )
     system_prompt: str = option("", "Optional system message prepended to every prompt.")
@@ -66,7 +66,7 @@ class RolloutConfig:
         "cached", "Rollout backend: 'cached' (prefill once, share the KV cache across the group) or "
         "'reference' (transformers generate on repeated prompts; slow, for correctness checks).",
     )
-    group_size: int = option(8, "Completions sampled per prompt (G).")
+    group_size: int = option(16, "Completions sampled per prompt (G).")
     max_new_tokens: int = option(4, "Maximum completion length in tokens.")
     temperature: float = option(1.0, "Sampling temperature (log-probs in the update use the same).")
     top_p: float = option(1.0, "Nucleus sampling mass; 1.0 disables.")
@@ -105,9 +105,9 @@ class AlgorithmConfig:
     )
     kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
     kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
-    entropy_coef: float = option(0.05, "Entropy bonus weight (subtracted from the loss).")
+    entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
-    micro_batch_size: int = option(256, "Sequences per forward/backward pass; gradients accumulate over them.")
+    micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
 
@@ -119,13 +119,13 @@ class OptimConfig:
     betas: list[float] = option([0.9, 0.99], "AdamW betas.")
     eps: float = option(1e-8, "AdamW epsilon.")
     warmup_steps: int = option(0, "Linear warm-up steps.")
-    schedule: Literal["constant", "cosine"] = option("constant", "Learning-rate schedule after warm-up: constant or cosine.")
+    schedule: Literal["constant", "cosine"] = option("cosine", "Learning-rate schedule after warm-up: constant or cosine.")
     max_grad_norm: float = option(1.0, "Gradient clipping norm; 0 disables clipping.")
 
 
 @dataclass
 class TrainerConfig:
-    total_steps: int = option(300, "Optimisation steps to run.")
+    total_steps: int = option(200, "Optimisation steps to run.")
     seed: int = option(0, "Seed for data order, sampling and model construction.")
     output_dir: str = option("runs/tiny", "Run directory: config, metrics, tensorboard events, checkpoints.")
     eval_every: int = option(50, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")

@@ -195,3 +195,23 @@ def test_accuracy_check_params():
 def test_accuracy_refuses_to_route_to_itself():
     with pytest.raises(ValueError, match="back to 'accuracy'"):
         run("accuracy", "x", "x", "ocr", routes={"ocr": "accuracy"})
+
+
+ONE_OF_CASES = [
+    ("<answer> blue </answer>", ["red", "blue"], 1.0),  # a valid answer, right or wrong
+    ("<answer> Blue. </answer>", ["red", "blue"], 1.0),  # normalised like exact_text
+    ("<answer> purple </answer>", ["red", "blue"], 0.0),
+    ("<answer> red blue </answer>", ["red", "blue"], 0.0),  # two answers are not one of the options
+    ("<answer> 3 </answer>", ["1", "2", "3", "4"], 1.0),
+    ("3", ["1", "2", "3", "4"], 1.0),  # fallback to the completion
+    ("<answer></answer>", ["red"], 0.0),
+]
+
+
+@pytest.mark.parametrize("completion,options,expected", ONE_OF_CASES)
+def test_one_of(completion, options, expected):
+    assert run("one_of", completion, "unused", options=options) == expected
+
+
+def test_one_of_without_fallback_needs_tags():
+    assert run("one_of", "3", "unused", options=["3"], fallback_to_completion=False) == 0.0
