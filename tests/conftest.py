@@ -43,7 +43,8 @@ def tiny_config(tiny_model_dir, shapes_dir, tmp_path):
             f"model.path={tiny_model_dir}", f"data.path={shapes_dir}", f"trainer.output_dir={tmp_path / 'run'}",
             "data.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=6",
             "trainer.total_steps=2", "trainer.eval_every=0", "trainer.save_every=0", "trainer.progress_bar=false",
-            "trainer.device=cpu", "data.max_eval_rows=16", "optim.warmup_steps=0", *overrides,
+            "trainer.device=cpu", "data.max_eval_rows=16", "optim.warmup_steps=0", "data.source_weights={}",
+            *overrides,
         ])
 
     return make

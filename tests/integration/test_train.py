@@ -62,6 +62,7 @@ def test_micro_batches_do_not_change_the_update(tiny_config):
     results = []
     for mb in (16, 4):
         trainer = Trainer(tiny_config(f"algorithm.micro_batch_size={mb}", "trainer.total_steps=1",
+                                      "algorithm.updates_per_batch=1",
                                       f"trainer.output_dir={trainer_dir(mb)}"))
         trainer.fit()
         results.append(_params(trainer.policy.core))
