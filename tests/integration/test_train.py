@@ -94,3 +94,30 @@ def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, extra):
     a, b = comparable(tmp_path / "full"), comparable(tmp_path / "part")
     assert [ln["step"] for ln in a] == [ln["step"] for ln in b]
     assert a == b
+
+
+def test_3b_recipe_options_run_on_the_tiny_model(tiny_model_dir, shapes_dir, tmp_path):
+    """The GPU recipe's code paths (bf16, gradient checkpointing, frozen vision tower, prompt suffix, grpo
+    advantages) on the tiny model, so CI exercises them; the 3B-shaped run itself is tests/gpu."""
+    from pathlib import Path
+
+    from vlrl.config import Config
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "qwen2_5_vl_3b_grpo.yaml"
+    cfg = load_config(Config, recipe, [
+        f"model.path={tiny_model_dir}", f"data.path={shapes_dir}", f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.total_steps=2", "trainer.eval_every=0", "trainer.save_every=0", "trainer.progress_bar=false",
+        "trainer.device=cpu", "rollout.max_new_tokens=12", "data.prompts_per_step=2", "rollout.group_size=4",
+    ])
+    assert cfg.model.dtype == "bfloat16" and cfg.model.gradient_checkpointing and cfg.model.freeze_vision
+    trainer = Trainer(cfg)
+    visual_before = {n: p.detach().clone() for n, p in trainer.policy.core.model.visual.named_parameters()}
+    trainer.fit()
+    steps = [ln for ln in read_metrics(tmp_path / "run") if "loss/loss" in ln]
+    assert len(steps) == 2 and all(math.isfinite(s["loss/loss"]) for s in steps)
+    for name, p in trainer.policy.core.model.visual.named_parameters():
+        if name.startswith("merger."):
+            assert p.requires_grad
+        else:  # the frozen tower did not move
+            assert not p.requires_grad and torch.equal(p, visual_before[name]), name
+    assert next(trainer.policy.core.parameters()).dtype == torch.bfloat16

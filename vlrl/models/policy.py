@@ -114,7 +114,11 @@ def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str =
         for name, param in model.model.visual.named_parameters():
             param.requires_grad_(name.startswith("merger."))
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return make_policy(model, processor)
 
 
