@@ -22,7 +22,7 @@ from vlrl.metrics import MetricsLogger, StageTimer
 from vlrl.models.policy import load_policy
 from vlrl.rewards import RewardInput, RewardMixer
 from vlrl.rollout import generate
-from vlrl.update import CompletionForward, batch_logprobs, update_policy
+from vlrl.update import CompletionForward, batch_logprobs, micro_batches, update_policy
 
 EVAL_BATCH = 64
 
@@ -53,6 +53,7 @@ class Trainer:
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
         # The KL reference is the starting model, also when resuming.
         self.reference = self._reference_model(base_path) if cfg.algorithm.kl_coef else None
+        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
         self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
@@ -162,21 +163,20 @@ class Trainer:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)
             rows_kept = keep.nonzero().squeeze(-1)
         temperature = cfg.rollout.temperature
+        chunks = micro_batches(batch, rollouts, rows_kept, cfg.algorithm.micro_batch_size)
         old = ref = None
         if cfg.algorithm.updates_per_batch > 1 and len(rows_kept):
             with timer("old_logprobs"):
-                old = batch_logprobs(self.policy, self.forward, batch, rollouts, rows_kept, temperature, cfg.algorithm)
+                old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
         if self.reference is not None and len(rows_kept):
             with timer("ref_logprobs"):
-                ref_forward = CompletionForward(self.reference.model)
-                ref = batch_logprobs(self.reference, ref_forward, batch, rollouts, rows_kept, temperature,
-                                     cfg.algorithm)
+                ref = batch_logprobs(self.reference, self.ref_forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if len(rows_kept):
             with timer("update"):
                 self.forward.train()
                 loss_metrics = update_policy(
-                    self.policy, self.forward, self.accelerator, self.optimizer, self.scheduler, batch, rollouts,
+                    self.policy, self.forward, self.accelerator, self.optimizer, self.scheduler, chunks, rollouts,
                     rows_kept, advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, old, ref,
                 )
         else:

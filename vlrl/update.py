@@ -68,7 +68,6 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     if batch.pixel_values is None:
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
 
-    merge = 4  # Qwen2.5-VL merges 2x2 patches into one token
     grid = batch.image_grid_thw
     first_image = torch.tensor([0] + batch.images_per_prompt[:-1], device=grid.device).cumsum(0)
     patch_start = torch.cat([grid.new_zeros(1), grid.prod(-1).cumsum(0)])
@@ -77,7 +76,7 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     for p in prompts.unique(sorted=True).tolist():
         distinct += range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p])
     pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in distinct])
-    tokens = grid[distinct].prod(-1) // merge
+    tokens = batch.image_tokens[distinct]
     token_start = torch.cat([tokens.new_zeros(1), tokens.cumsum(0)])
     where = {img: k for k, img in enumerate(distinct)}
     index = []
@@ -97,26 +96,30 @@ def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: Sequence
                           with_entropy=with_entropy, lm_head_bias=head.bias)
 
 
-def micro_batches(n: int, size: int, device) -> list[torch.Tensor]:
-    return [torch.arange(s, min(s + size, n), device=device) for s in range(0, n, size)]
+def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int
+                  ) -> list[tuple[torch.Tensor, SequenceBatch]]:
+    """Split `rows` into chunks of `size`: (positions within `rows`, that chunk's model inputs). Built once per
+    step and shared by the old/reference log-prob passes and every update epoch."""
+    out = []
+    for start in range(0, len(rows), size):
+        mb = torch.arange(start, min(start + size, len(rows)), device=rows.device)
+        out.append((mb, gather_sequences(batch, rollouts, rows[mb])))
+    return out
 
 
 @torch.no_grad()
-def batch_logprobs(policy, forward, batch, rollouts, rows, temperature, cfg: AlgorithmConfig) -> torch.Tensor:
-    """Log-probs [len(rows), T] without gradient (old / reference log-probs)."""
-    out = []
-    for mb in micro_batches(len(rows), cfg.micro_batch_size, rows.device):
-        logp, _ = completion_logprobs(policy, forward, gather_sequences(batch, rollouts, rows[mb]), temperature,
-                                      cfg.logprob_chunk_size, False)
-        out.append(logp)
-    return torch.cat(out)
+def batch_logprobs(policy, forward, chunks, temperature: float, cfg: AlgorithmConfig) -> torch.Tensor:
+    """Log-probs [rows, T] of the micro-batches `chunks` without gradient (old / reference log-probs)."""
+    return torch.cat([completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size, False)[0]
+                      for _, seqs in chunks])
 
 
-def update_policy(policy, forward, accelerator, optimizer, scheduler, batch: PromptBatch, rollouts: Rollouts,
+def update_policy(policy, forward, accelerator, optimizer, scheduler, chunks, rollouts: Rollouts,
                   rows: torch.Tensor, advantages: torch.Tensor, temperature: float, cfg: AlgorithmConfig,
                   max_grad_norm: float, old_logp: torch.Tensor | None = None,
                   ref_logp: torch.Tensor | None = None) -> dict[str, float]:
-    """`cfg.updates_per_batch` optimiser steps over the sequences `rows`; returns averaged loss metrics.
+    """`cfg.updates_per_batch` optimiser steps over the sequences `rows`, split into `chunks` (see
+    `micro_batches`); returns averaged loss metrics.
 
     old_logp [len(rows), T]: log-probs of the policy that sampled (None: the current policy's, detached, which is
     exact when there is one update per batch). advantages [len(rows)].
@@ -127,8 +130,7 @@ def update_policy(policy, forward, accelerator, optimizer, scheduler, batch: Pro
     sums: dict[str, float] = {}
     count = 0
     for _ in range(cfg.updates_per_batch):
-        for mb in micro_batches(len(rows), cfg.micro_batch_size, rows.device):
-            seqs = gather_sequences(batch, rollouts, rows[mb])
+        for mb, seqs in chunks:
             logp, entropy = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size,
                                                 with_entropy=True)
             old = logp.detach() if old_logp is None else old_logp[mb]

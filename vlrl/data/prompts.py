@@ -25,6 +25,7 @@ class PromptBatch:
     mm_token_type_ids: torch.Tensor  # [P, L] 0 text, 1 image
     pixel_values: torch.Tensor | None  # [num_patches, C*T*p*p], all images of the batch in order
     image_grid_thw: torch.Tensor | None  # [num_images, 3]
+    image_tokens: torch.Tensor | None  # [num_images] placeholder tokens per image (patches / merge_size**2)
     images_per_prompt: list[int]  # [P]
     image_sizes: list[tuple[tuple[int, int], ...]]  # [P] original (w, h) per image
     resized_sizes: list[tuple[tuple[int, int], ...]]  # [P] model-input (w, h) per image
@@ -38,7 +39,8 @@ class PromptBatch:
     def to(self, device) -> PromptBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return PromptBatch(self.rows, move(self.input_ids), move(self.attention_mask), move(self.mm_token_type_ids),
-                           move(self.pixel_values), move(self.image_grid_thw), self.images_per_prompt,
+                           move(self.pixel_values), move(self.image_grid_thw), move(self.image_tokens),
+                           self.images_per_prompt,
                            self.image_sizes, self.resized_sizes, self.group_size, move(self.positions))
 
 
@@ -74,7 +76,8 @@ class PromptEncoder:
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt, self.prompt_suffix = system_prompt, prompt_suffix
         ip = processor.image_processor
-        self.factor = getattr(ip, "patch_size", 14) * getattr(ip, "merge_size", 2)
+        self.merge_size = getattr(ip, "merge_size", 2)
+        self.factor = getattr(ip, "patch_size", 14) * self.merge_size
 
     def __call__(self, rows: Sequence[Row], group_size: int) -> PromptBatch:
         texts, images, sizes, resized, counts = [], [], [], [], []
@@ -92,8 +95,10 @@ class PromptEncoder:
         mm = enc.get("mm_token_type_ids")
         if mm is None:
             mm = (ids == self.processor.image_token_id).long()
+        grid = enc.get("image_grid_thw")
         return PromptBatch(
             rows=list(rows), input_ids=ids, attention_mask=enc["attention_mask"], mm_token_type_ids=mm,
-            pixel_values=enc.get("pixel_values"), image_grid_thw=enc.get("image_grid_thw"),
+            pixel_values=enc.get("pixel_values"), image_grid_thw=grid,
+            image_tokens=None if grid is None else grid.prod(-1) // self.merge_size**2,
             images_per_prompt=counts, image_sizes=sizes, resized_sizes=resized, group_size=group_size,
         )
