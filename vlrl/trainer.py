@@ -200,12 +200,14 @@ class Trainer:
     def score(self, batch, rollouts, progress: float):
         G = rollouts.group_size
         inputs, specs = [], []
+        lengths = rollouts.completion_mask.sum(-1).tolist()
         for i, text in enumerate(rollouts.texts):
             p = i // G
             row = batch.rows[p]
             inputs.append(RewardInput(completion=text, answer=row.answer, task=row.task,
                                       data_source=row.data_source, image_sizes=batch.image_sizes[p],
-                                      resized_sizes=batch.resized_sizes[p], meta=row.meta, progress=progress))
+                                      resized_sizes=batch.resized_sizes[p], meta=row.meta, progress=progress,
+                                      num_tokens=int(lengths[i]), max_tokens=self.cfg.rollout.max_new_tokens))
             specs.append(row.reward)
         return self.mixer.score(inputs, specs)
 

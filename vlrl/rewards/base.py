@@ -6,6 +6,9 @@ A reward function is a plain callable ``fn(inp: RewardInput, **params) -> float 
 :func:`register_reward`; :func:`get_reward` also loads user functions from ``"pkg.module:function"`` or
 ``"path/to/file.py:function"``.
 
+Penalties (overlong, repetition) are rewards too: they return the *amount* of penalty in [0, 1] and are
+given a negative weight in the mixer.
+
 Rewards read untrusted model output. They return 0.0 for malformed output rather than raising; when one
 does raise (a bug, bad ground truth, missing image sizes), the mixer scores it 0.0 and counts it.
 """
@@ -37,6 +40,8 @@ class RewardInput:
     resized_sizes: tuple = ()  # ((w, h), ...) sizes of the model input after resizing
     meta: Mapping = field(default_factory=dict)  # the row's free-form meta JSON
     progress: float = 0.0  # training progress step / total_steps in [0, 1] (for schedules)
+    num_tokens: int | None = None  # completion length in tokens, when the caller knows it
+    max_tokens: int | None = None  # the rollout's max_new_tokens, when the caller knows it
 
 
 _REGISTRY: dict[str, RewardFn] = {}
