@@ -88,7 +88,17 @@ class RewardConfig:
         "Default reward terms (list of {name, weight, params}) for rows whose task has no entry in per_task.",
     )
     per_task: dict = option({}, "Reward terms per task name; replaces `terms` for rows of that task.")
-    normalize_weights: bool = option(False, "Divide weights by their sum so the total stays in [0, 1].")
+    normalize_weights: bool = option(
+        False, "Divide each row's total by the sum of its applied positive weights (so it stays <= 1).",
+    )
+    workers: int = option(
+        2, "Processes that score rewards, so one slow verifier call cannot stall training; 0 scores in the "
+        "trainer's process (soft timeout only, in the main thread).",
+    )
+    timeout_s: float = option(
+        5.0, "Time limit per reward call in seconds; a call over it scores 0 and counts in reward/timeouts. "
+        "0 disables the limit.",
+    )
 
 
 @dataclass
@@ -133,6 +143,10 @@ class TrainerConfig:
     keep_checkpoints: int = option(2, "Keep the newest N step checkpoints.")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto, cpu or cuda.")
     progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")
+    save_completions: int = option(
+        0, "Every N steps write each completion, its row fields and the scores it got to "
+        "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never.",
+    )
 
 
 @dataclass

@@ -60,14 +60,20 @@ class MetricsLogger:
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop lines of steps after the checkpoint, which the resumed run will log again."""
-        if not self.enabled or not self.path.exists():
-            return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        self.path.write_text("".join(ln + "\n" for ln in lines))
+        if self.enabled:
+            truncate_jsonl(self.path, step)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the lines of ``path`` (JSON objects with a ``step``) logged after ``step``."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(ln + "\n" for ln in lines))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

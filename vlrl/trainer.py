@@ -6,6 +6,7 @@ step's prompts (whole groups), so group advantages never cross ranks.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,11 +19,14 @@ from vlrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoi
 from vlrl.config import Config
 from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
-from vlrl.metrics import MetricsLogger, StageTimer
+from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.policy import load_policy
 from vlrl.rewards import RewardInput, RewardMixer
+from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
 from vlrl.update import CompletionForward, batch_logprobs, micro_batches, update_policy
+
+COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
 
 EVAL_BATCH = 64
 
@@ -71,6 +75,8 @@ class Trainer:
         self.rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
         self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process)
         self.logger.truncate_after(self.start_step)
+        if acc.is_main_process:
+            truncate_jsonl(self.run_dir / COMPLETIONS_FILE, self.start_step)
         self.timer = StageTimer(torch.cuda.synchronize if acc.device.type == "cuda" else None)
         self._eval_batches = None
 
@@ -141,6 +147,7 @@ class Trainer:
             if stop_after is not None and step + 1 >= stop_after:
                 break
         self.logger.close()
+        self.mixer.close()
         return last_eval
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -154,7 +161,7 @@ class Trainer:
         with timer("rollout"):
             rollouts = generate(self.policy, batch, cfg.rollout, generator=self._generator(step))
         with timer("reward"):
-            scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps)
+            scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
         with timer("advantage"):
             rewards = scores.total.to(batch.input_ids.device)
             advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
@@ -197,7 +204,9 @@ class Trainer:
         g.manual_seed(self.cfg.trainer.seed * 1_000_003 + step * 7919 + self.accelerator.process_index)
         return g
 
-    def score(self, batch, rollouts, progress: float):
+    def score(self, batch, rollouts, progress: float, step: int | None = None):
+        """Rewards of every completion; with ``step`` given and ``trainer.save_completions`` due, the
+        completions and their scores are also appended to RUN_DIR/completions.jsonl."""
         G = rollouts.group_size
         inputs, specs = [], []
         lengths = rollouts.completion_mask.sum(-1).tolist()
@@ -209,7 +218,15 @@ class Trainer:
                                       resized_sizes=batch.resized_sizes[p], meta=row.meta, progress=progress,
                                       num_tokens=int(lengths[i]), max_tokens=self.cfg.rollout.max_new_tokens))
             specs.append(row.reward)
-        return self.mixer.score(inputs, specs)
+        scores = self.mixer.score(inputs, specs)
+        every = self.cfg.trainer.save_completions
+        # Logged under the step number metrics.jsonl gives this train step (step + 1).
+        if step is not None and every and (step + 1) % every == 0 and self.accelerator.is_main_process:
+            with (self.run_dir / COMPLETIONS_FILE).open("a") as f:
+                for i, (inp, spec) in enumerate(zip(inputs, specs, strict=True)):
+                    line = {"step": step + 1, **input_line(inp, spec), "scores": score_values(scores, i)}
+                    f.write(json.dumps(line) + "\n")
+        return scores
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source."""

@@ -176,6 +176,7 @@ def test_metrics_per_source():
     metrics = RewardMixer(config).score(rows).metrics()
     assert metrics == pytest.approx({
         "reward/parse_failures": 0.0,
+        "reward/timeouts": 0.0,
         "reward/mean": 3.0 / 4,  # (1.5 + 0.5 + 1 + 0) / 4
         "reward/accuracy": 0.5,  # NaN rows (the counts) left out of the mean
         "reward/format": 1.0,
@@ -194,7 +195,7 @@ def test_metrics_per_source():
 def test_metrics_prefix_and_empty_batch():
     scores = RewardMixer(RewardConfig()).score([])
     assert scores.total.shape == (0,)
-    assert scores.metrics("eval/reward") == {"eval/reward/parse_failures": 0.0}
+    assert scores.metrics("eval/reward") == {"eval/reward/parse_failures": 0.0, "eval/reward/timeouts": 0.0}
     assert isinstance(Scores(torch.zeros(1), {}, ["s"], 0).metrics()["reward/s/mean"], float)
 
 

@@ -26,6 +26,7 @@ task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conve
 from vlrl.rewards import accuracy as _accuracy  # noqa: F401  (registers exact_text, number, choice, accuracy)
 from vlrl.rewards import format as _format  # noqa: F401  (registers format)
 from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
+from vlrl.rewards import length as _length  # noqa: F401  (registers overlong, repetition)
 from vlrl.rewards.base import (
     RewardInput,
     answer_region,

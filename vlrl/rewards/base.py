@@ -139,20 +139,39 @@ def check_params(fn: RewardFn, params: Mapping[str, Any]) -> None:
     if custom is not None:
         custom(params)
         return
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+    accepted = accepted_params(fn)
+    if accepted is None:
         return
-    kinds = {p.kind for p in signature.parameters.values()}
-    if inspect.Parameter.VAR_KEYWORD in kinds:
-        return
-    accepted = {
-        n for n, p in list(signature.parameters.items())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"unknown params {unknown} for reward {_qualname(fn)}; accepted: {sorted(accepted)}")
+
+
+_ACCEPTED: dict[Any, frozenset[str] | None] = {}
+
+
+def accepted_params(fn: RewardFn) -> frozenset[str] | None:
+    """Keyword names ``fn`` takes after its input, or None when it takes any (``**kwargs``) or has no
+    readable signature. Cached: the router asks for every call."""
+    try:
+        return _ACCEPTED[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        result = None
+    else:
+        parameters = list(signature.parameters.values())
+        if any(p.kind == p.VAR_KEYWORD for p in parameters):
+            result = None
+        else:
+            result = frozenset(p.name for p in parameters[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    try:
+        _ACCEPTED[fn] = result
+    except TypeError:  # unhashable callable
+        pass
+    return result
 
 
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"

@@ -15,19 +15,23 @@ Which terms score a row
    A key naming no term, an unknown reward or a param the reward does not take is a ValueError naming
    the row: a bad override is a data bug, not something to average away.
 
+   A row spec in V-Triune's ``reward_model`` style (it has a ``verifier`` key) is translated first by
+   :func:`vlrl.rewards.vtriune.from_vtriune`.
+
 The total
 ---------
 ``total[i] = Σ weight · score`` over the terms that applied to row i (a term returning None is skipped:
-it contributes 0 and its component is NaN for that row). With ``normalize_weights`` the sum is divided
-by the summed weights of the applied terms. Component keys are term names; a name repeated within one
-row's terms gets ``#2``, ``#3``, ... in order.
+it contributes 0 and its component is NaN for that row). Penalties (``overlong``, ``repetition``) return
+the amount of penalty in [0, 1] and take a negative weight. With ``normalize_weights`` the sum is divided
+by the summed *positive* weights of the applied terms, so a row's total is at most 1. Component keys are
+term names; a name repeated within one row's terms gets ``#2``, ``#3``, ... in order.
 
-Failures
---------
-Each reward call goes through :func:`call_reward`, which turns an exception or a non-finite/non-numeric
-value into a score of 0.0 and counts it in ``Scores.parse_failures``. That one function is where a
-timeout or a worker process will go later: ``RewardInput`` and params are picklable, and each term keeps
-its spec string (``RewardTerm.name``) so a worker can resolve the function again with ``get_reward``.
+Failures and timeouts
+---------------------
+Every call runs through :mod:`vlrl.rewards.runner`: in ``workers`` processes (``RewardConfig.workers``;
+0 = in this process) under a per-call time limit (``timeout_s``). A call that raises or returns a
+non-number scores 0.0 and counts in ``Scores.parse_failures``; one over the limit scores 0.0 and counts in
+``Scores.timeouts``. Both are logged as ``reward/parse_failures`` and ``reward/timeouts``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ import torch
 
 from vlrl.config import RewardConfig, RewardTerm
 from vlrl.rewards.base import RewardFn, RewardInput, check_params, get_reward
+from vlrl.rewards.runner import FAILED, TIMEOUT, RewardCall, RewardPool, run_call, run_inline
+from vlrl.rewards.vtriune import from_vtriune, is_vtriune
 
 logger = logging.getLogger(__name__)
 
@@ -57,13 +63,15 @@ class Scores:
     data_sources: list[str]  # [N]
     parse_failures: int = 0  # reward calls that raised or returned a non-number
     failures: dict[str, int] = field(default_factory=dict)  # component key -> failed calls
+    timeouts: int = 0  # reward calls cut by the time limit
+    timeout_counts: dict[str, int] = field(default_factory=dict)  # component key -> timed-out calls
 
     def metrics(self, prefix: str = "reward") -> dict[str, float]:
         """Flat metrics: ``{prefix}/mean``, ``{prefix}/{component}`` (mean over rows where it applied),
         the same per data source as ``{prefix}/{source}/mean`` and ``{prefix}/{source}/{component}``
-        (an empty source is named ``unknown``), and ``{prefix}/parse_failures``. Components that applied
-        to no row of a group are left out rather than logged as NaN."""
-        out = {f"{prefix}/parse_failures": float(self.parse_failures)}
+        (an empty source is named ``unknown``), ``{prefix}/parse_failures`` and ``{prefix}/timeouts``.
+        Components that applied to no row of a group are left out rather than logged as NaN."""
+        out = {f"{prefix}/parse_failures": float(self.parse_failures), f"{prefix}/timeouts": float(self.timeouts)}
         if self.total.numel() == 0:
             return out
         out.update(self._group_metrics(prefix, torch.ones_like(self.total, dtype=torch.bool)))
@@ -82,23 +90,12 @@ class Scores:
         return out
 
 
-def call_reward(fn: RewardFn, inp: RewardInput, params: Mapping) -> tuple[float | None, bool]:
-    """Run one reward safely: returns (score or None, failed). An exception, a non-numeric or a
-    non-finite value gives (0.0, True)."""
-    try:
-        value = fn(inp, **params)
-    except Exception:  # a reward must never take the training step down with it
-        logger.debug("reward %r raised", fn, exc_info=True)
-        return 0.0, True
-    if value is None:
-        return None, False
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return 0.0, True
-    if not math.isfinite(value):
-        return 0.0, True
-    return value, False
+def call_reward(fn: RewardFn, inp: RewardInput, params: Mapping,
+                timeout: float | None = None) -> tuple[float | None, bool]:
+    """Run one reward function in this process, safely: returns (score or None, failed). An exception, a
+    non-numeric or non-finite value, or running past ``timeout`` seconds gives (0.0, True)."""
+    outcome = run_call(RewardCall(name="", inp=inp, params=params, fn=fn), timeout)
+    return outcome.value, outcome.status != "ok"
 
 
 def component_keys(terms: Sequence[RewardTerm]) -> list[str]:
@@ -119,6 +116,11 @@ class RewardMixer:
 
     def __init__(self, config: RewardConfig):
         self.normalize_weights = bool(config.normalize_weights)
+        if config.workers < 0 or config.timeout_s < 0:
+            raise ValueError(f"reward.workers and reward.timeout_s must be >= 0, got {config.workers}, "
+                             f"{config.timeout_s}")
+        self.workers, self.timeout = int(config.workers), float(config.timeout_s) or None
+        self._pool: RewardPool | None = None
         self._fns: dict[str, RewardFn] = {}
         self.default_terms = self._parse_terms(config.terms, "reward.terms")
         if not isinstance(config.per_task, Mapping):
@@ -126,7 +128,10 @@ class RewardMixer:
         self.per_task = {
             task: self._parse_terms(specs, f"reward.per_task.{task}") for task, specs in config.per_task.items()
         }
-        self._warned: set[str] = set()
+        self._warned: set[tuple[str, str]] = set()
+        # task (None = default) -> (terms, component keys), for rows without an override
+        self._base = {task: (terms, component_keys(terms)) for task, terms in
+                      [(None, self.default_terms), *self.per_task.items()]}
 
     def terms_for(self, task: str, row_spec: Mapping | None = None) -> list[RewardTerm]:
         """The terms scoring a row of ``task`` after applying ``row_spec`` (the row's ``reward`` field;
@@ -136,6 +141,8 @@ class RewardMixer:
             return [_copy(t) for t in base]
         if not isinstance(row_spec, Mapping):
             raise ValueError(f"row reward spec must be a mapping, got {row_spec!r}")
+        if is_vtriune(row_spec):
+            row_spec = from_vtriune(row_spec)
         unknown = sorted(set(row_spec) - _ROW_SPEC_KEYS)
         if unknown:
             raise ValueError(f"row reward spec: unknown keys {unknown}; expected some of {sorted(_ROW_SPEC_KEYS)}")
@@ -163,36 +170,72 @@ class RewardMixer:
             row_specs = [None] * n
         if len(row_specs) != n:
             raise ValueError(f"score: {n} inputs but {len(row_specs)} row specs")
-        totals = [0.0] * n
-        components: dict[str, list[float]] = {}
-        failures: dict[str, int] = {}
+        plan: list[tuple[int, str, float]] = []  # one (row, component key, weight) per call
+        calls: list[RewardCall] = []
         for i, (inp, spec) in enumerate(zip(inputs, row_specs, strict=True)):
             try:
-                terms = self.terms_for(inp.task, spec)
+                if spec:
+                    terms = self.terms_for(inp.task, spec)
+                    keys = component_keys(terms)
+                else:  # rows without an override share their task's terms (read-only here): no copy per row
+                    terms, keys = self._base.get(inp.task, self._base[None])
             except ValueError as err:
                 raise ValueError(f"row {i} (task {inp.task!r}, source {inp.data_source!r}): {err}") from err
-            weighted = applied_weight = 0.0
-            for key, term in zip(component_keys(terms), terms, strict=True):
-                values = components.setdefault(key, [math.nan] * n)
-                value, failed = call_reward(self._fns[term.name], inp, term.params)
-                if failed:
-                    failures[key] = failures.get(key, 0) + 1
-                    self._warn_once(key, inp)
-                if value is None:
-                    continue
-                values[i] = value
-                weighted += term.weight * value
-                applied_weight += term.weight
-            if self.normalize_weights:
-                weighted = weighted / applied_weight if applied_weight > 0 else 0.0
-            totals[i] = weighted
+            for key, term in zip(keys, terms, strict=True):
+                plan.append((i, key, term.weight))
+                calls.append(self._call(term, inp))
+        outcomes = self._run(calls)
+
+        totals, positive = [0.0] * n, [0.0] * n
+        components: dict[str, list[float]] = {}
+        failures: dict[str, int] = {}
+        timeouts: dict[str, int] = {}
+        for (i, key, weight), call, outcome in zip(plan, calls, outcomes, strict=True):
+            values = components.setdefault(key, [math.nan] * n)
+            if outcome.status == FAILED:
+                failures[key] = failures.get(key, 0) + 1
+                self._warn_once(key, call.inp, "failed")
+            elif outcome.status == TIMEOUT:
+                timeouts[key] = timeouts.get(key, 0) + 1
+                self._warn_once(key, call.inp, "timed out")
+            if outcome.value is None:
+                continue
+            values[i] = outcome.value
+            totals[i] += weight * outcome.value
+            positive[i] += max(weight, 0.0)
+        if self.normalize_weights:
+            totals = [t / w if w > 0 else 0.0 for t, w in zip(totals, positive, strict=True)]
         return Scores(
             total=torch.tensor(totals, dtype=torch.float32),
             components={k: torch.tensor(v, dtype=torch.float32) for k, v in components.items()},
             data_sources=[inp.data_source for inp in inputs],
             parse_failures=sum(failures.values()),
             failures=failures,
+            timeouts=sum(timeouts.values()),
+            timeout_counts=timeouts,
         )
+
+    def close(self) -> None:
+        """Stop the worker processes (they also stop with this process)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _call(self, term: RewardTerm, inp: RewardInput) -> RewardCall:
+        fn = self._fns[term.name]
+        if self.workers == 0:
+            return RewardCall(term.name, inp, term.params, fn=fn)
+        # A registered name travels with its defining module so a worker can import it; "module:fn" and
+        # file specs resolve themselves.
+        module = getattr(fn, "__module__", None) if ":" not in term.name else None
+        return RewardCall(term.name, inp, term.params, module=module)
+
+    def _run(self, calls: list[RewardCall]):
+        if self.workers == 0:
+            return run_inline(calls, self.timeout)
+        if self._pool is None:
+            self._pool = RewardPool(self.workers, self.timeout)
+        return self._pool.run(calls)
 
     def _parse_terms(self, specs: object, where: str) -> list[RewardTerm]:
         if not isinstance(specs, (list, tuple)):
@@ -213,13 +256,14 @@ class RewardMixer:
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
 
-    def _warn_once(self, key: str, inp: RewardInput) -> None:
-        # One warning per component; the rest are only counted, to keep logs readable.
-        if key not in self._warned:
-            self._warned.add(key)
+    def _warn_once(self, key: str, inp: RewardInput, what: str) -> None:
+        # One warning per component and kind; the rest are only counted, to keep logs readable.
+        if (key, what) not in self._warned:
+            self._warned.add((key, what))
+            metric = "reward/timeouts" if what == "timed out" else "reward/parse_failures"
             logger.warning(
-                "reward %r failed on a row of task %r (source %r); further failures are only counted in "
-                "reward/parse_failures. Set logging to DEBUG for tracebacks.", key, inp.task, inp.data_source,
+                "reward %r %s on a row of task %r (source %r); further cases are only counted in %s. "
+                "Set logging to DEBUG for tracebacks.", key, what, inp.task, inp.data_source, metric,
             )
 
 
