@@ -276,3 +276,12 @@ def test_map_reward(completion, answer, params, expected):
 def test_map_bad_thresholds_raise(thresholds):
     with pytest.raises(ValueError, match="map: iou_thresholds"):
         run(map_reward, "[[0,0,10,10]]", "[[0,0,10,10]]", iou_thresholds=thresholds)
+
+
+def test_accuracy_routes_detection_rows_here():
+    accuracy = get_reward("accuracy")
+    # IoU 0.8 (see SCORE_CASES): 0.9 at threshold 0.5; unmatched at 0.85 -> 0.0. The iou reward's
+    # `threshold` is not a detection param, so the router drops it for this row.
+    assert run(accuracy, "[[0,0,8,10]]", "[[0,0,10,10]]") == pytest.approx(0.9)
+    assert run(accuracy, "[[0,0,8,10]]", "[[0,0,10,10]]", iou_threshold=0.85, threshold=0.1) == 0.0
+    accuracy.check_params({"iou_threshold": "dynamic", "match": "greedy", "box_format": "rel1000"})

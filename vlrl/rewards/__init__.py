@@ -17,7 +17,7 @@ Contract
 Built-in rewards
 ----------------
 ``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
-task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion and
+task to one of those, ``iou`` or ``detection``), ``iou`` (single box, with ``box_format`` conversion and
 an optional fixed or ``"dynamic"`` threshold), ``detection`` (a set of boxes: one-to-one IoU matching,
 completeness and a count penalty, after V-Triune) and ``map`` (COCO-style mean average precision over
 IoU 0.50:0.95). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`.
