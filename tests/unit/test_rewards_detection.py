@@ -5,10 +5,11 @@ Most boxes span y 0..10, so an IoU is the overlap of two x-intervals over their 
 
 import json
 
+import numpy as np
 import pytest
 
 from vlrl.rewards import RewardInput, get_reward, registered_rewards
-from vlrl.rewards.average_precision import interpolated_ap, mean_average_precision
+from vlrl.rewards.average_precision import interpolated_ap, mean_average_precision, ranked_hits
 from vlrl.rewards.boxes import Box
 from vlrl.rewards.detection import Match, detection_score, match_greedy, match_optimal, pair_ious
 
@@ -217,6 +218,15 @@ AP_CASES = [
 @pytest.mark.parametrize("hits,n_truth,expected", AP_CASES)
 def test_interpolated_ap(hits, n_truth, expected):
     assert interpolated_ap(hits, n_truth) == pytest.approx(expected)
+
+
+def test_ranked_hits_at_several_thresholds():
+    ious = np.array([[0.7, 0.9], [0.95, 0.0]])
+    # t = 0.5: p0 takes its best truth g1 (0.9), p1 takes g0 (0.95).
+    # t = 0.92: p0 has nothing >= 0.92, p1 takes g0 (0.95).
+    assert ranked_hits(ious, [0.5, 0.92]).tolist() == [[True, True], [False, True]]
+    # One truth wanted by both: the higher-ranked prediction takes it, the second is a false positive.
+    assert ranked_hits(np.array([[0.6], [0.9]]), [0.5]).tolist() == [[True, False]]
 
 
 MAP_CASES = [

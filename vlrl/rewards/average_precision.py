@@ -56,17 +56,24 @@ def interpolated_ap(hits: Sequence[bool], n_truth: int) -> float:
     return float(envelope[first[reached]].sum() / len(_RECALL_POINTS))
 
 
-def ranked_hits(ious: np.ndarray, threshold: float) -> list[bool]:
-    """COCO greedy matching of ranked predictions: ious [P, G] with rows in rank order -> [P] hits."""
-    free = np.ones(ious.shape[1], dtype=bool)
-    hits = []
-    for row in ious:
-        candidates = np.where(free & (row >= threshold) & (row > 0), row, -1.0)
-        best = int(np.argmax(candidates)) if candidates.size else -1
-        hit = best >= 0 and candidates[best] >= 0
-        if hit:
-            free[best] = False
-        hits.append(bool(hit))
+def ranked_hits(ious: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """COCO greedy matching of ranked predictions at every threshold at once.
+
+    ious [P, G] with rows in rank order -> hits [T, P] bool: at threshold t, prediction p (in rank order)
+    takes the still-unmatched truth with the highest IoU >= t (ties: the lower truth index).
+    """
+    t = np.asarray(thresholds, dtype=np.float64)[:, None]  # [T, 1]
+    free = np.ones((len(t), ious.shape[1]), dtype=bool)  # [T, G]
+    hits = np.zeros((len(t), ious.shape[0]), dtype=bool)  # [T, P]
+    floor = max(float(t.min()), 0.0)
+    for p, row in enumerate(ious):
+        if not (row > 0).any() or row.max() < floor:  # matches nothing at any threshold: skip the work
+            continue
+        candidates = np.where(free & (row >= t) & (row > 0), row, -1.0)  # [T, G]
+        best = candidates.argmax(axis=1)  # [T]
+        hit = candidates[np.arange(len(t)), best] >= 0
+        free[np.nonzero(hit)[0], best[hit]] = False
+        hits[:, p] = hit
     return hits
 
 
@@ -88,9 +95,8 @@ def mean_average_precision(
     for cls in classes:
         rows = [k for k, c in enumerate(pred_classes) if c == cls]
         cols = [j for j, c in enumerate(truth_classes) if c == cls]
-        sub = ious[np.ix_(rows, cols)]
-        for t in thresholds:
-            total += interpolated_ap(ranked_hits(sub, t), len(cols))
+        for hits in ranked_hits(ious[np.ix_(rows, cols)], thresholds):
+            total += interpolated_ap(hits, len(cols))
     return total / (len(classes) * len(thresholds))
 
 

@@ -109,6 +109,8 @@ def parse_boxes(text: str, limit: int | None = None) -> list[Box] | None:
 
 
 def _object_boxes(obj: str) -> list[Box]:
+    if "[" not in obj:  # cheap exit: floods of box-less objects ("{}" * 50000) stay fast
+        return []
     keyed = _BOX_KEY_RE.search(obj)
     if keyed is None:  # not a box object: any plain lists inside still count, unlabelled
         return [b for m in _LIST4_RE.finditer(obj) if (b := _finite_box(m.groups(), None, None))]
