@@ -122,7 +122,8 @@ def map_reward(
     """
     thresholds = [float(t) for t in iou_thresholds]
     if not thresholds or not all(0.0 <= t <= 1.0 for t in thresholds):
-        raise ValueError(f"map: iou_thresholds must be a non-empty list of numbers in [0, 1], got {iou_thresholds!r}")
+        raise ValueError(f"map: iou_thresholds must be a non-empty list of numbers in [0, 1], "
+                         f"got {iou_thresholds!r}")
     preds, truths = read_boxes(inp, "map", box_format, max_boxes, fallback_to_completion)
     if preds is None:
         return 0.0

@@ -115,7 +115,9 @@ def _object_boxes(obj: str) -> list[Box]:
     if keyed is None:  # not a box object: any plain lists inside still count, unlabelled
         return [b for m in _LIST4_RE.finditer(obj) if (b := _finite_box(m.groups(), None, None))]
     label = _LABEL_RE.search(obj)
-    label_text = None if label is None else _unescape(label.group(1) if label.group(1) is not None else label.group(2))
+    label_text = None
+    if label is not None:
+        label_text = _unescape(label.group(1) if label.group(1) is not None else label.group(2))
     score = _SCORE_RE.search(obj)
     box = _finite_box(keyed.groups(), label_text, None if score is None else score.group(1))
     return [] if box is None else [box]
@@ -159,7 +161,9 @@ def normalize_label(label: str | None) -> str | None:
     return " ".join(label.casefold().split()) or None
 
 
-def frame_scale(box_format: str, image_sizes: Sequence, resized_sizes: Sequence, who: str = "iou") -> tuple[float, float]:
+def frame_scale(
+    box_format: str, image_sizes: Sequence, resized_sizes: Sequence, who: str = "iou"
+) -> tuple[float, float]:
     """``(sx, sy)`` multiplying x and y coordinates in the ``box_format`` frame into original pixels.
 
     Raises ValueError (message prefixed by the reward name ``who``) for an unknown format or when the
@@ -235,7 +239,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(ok, iou, 0.0)
 
 
-def resolve_threshold(threshold: float | str | None, schedule: Sequence, progress: float, who: str) -> float | None:
+def resolve_threshold(
+    threshold: float | str | None, schedule: Sequence, progress: float, who: str
+) -> float | None:
     """The IoU threshold in force: ``threshold`` itself, or for ``"dynamic"`` the first ``[upto, t]`` pair
     of ``schedule`` with ``progress <= upto`` (the last pair's ``t`` past the end). Raises ValueError for
     any other string, a threshold outside [0, 1] or a malformed schedule."""
@@ -251,7 +257,9 @@ def resolve_threshold(threshold: float | str | None, schedule: Sequence, progres
     return value
 
 
-def scheduled_threshold(progress: float, schedule: Sequence = DEFAULT_IOU_SCHEDULE, who: str = "iou") -> float:
+def scheduled_threshold(
+    progress: float, schedule: Sequence = DEFAULT_IOU_SCHEDULE, who: str = "iou"
+) -> float:
     """The threshold ``schedule`` (``[[progress_upto, threshold], ...]``, ``progress_upto`` increasing)
     gives at training ``progress``.
 
@@ -263,7 +271,9 @@ def scheduled_threshold(progress: float, schedule: Sequence = DEFAULT_IOU_SCHEDU
         raise ValueError(f"{who}: iou_schedule must be a non-empty list of [progress_upto, threshold] pairs")
     uptos = [float(u) for u, _ in pairs]
     if uptos != sorted(uptos) or not all(0.0 <= float(t) <= 1.0 for _, t in pairs):
-        raise ValueError(f"{who}: iou_schedule {schedule!r} needs increasing progress and thresholds in [0, 1]")
+        raise ValueError(
+            f"{who}: iou_schedule {schedule!r} needs increasing progress and thresholds in [0, 1]"
+        )
     for upto, value in pairs:
         if progress <= float(upto):
             return float(value)
@@ -294,5 +304,6 @@ def read_boxes(
     if len(preds) > max_boxes:
         return None, truths
     if (sx, sy) != (1.0, 1.0):
-        preds = [b._replace(xyxy=(b.xyxy[0] * sx, b.xyxy[1] * sy, b.xyxy[2] * sx, b.xyxy[3] * sy)) for b in preds]
+        preds = [b._replace(xyxy=(b.xyxy[0] * sx, b.xyxy[1] * sy, b.xyxy[2] * sx, b.xyxy[3] * sy))
+                 for b in preds]
     return preds, truths

@@ -62,7 +62,8 @@ def pair_ious(preds: Sequence[Box], truths: Sequence[Box], threshold: float) -> 
     ious = iou_matrix(np.array([b.xyxy for b in preds]), np.array([b.xyxy for b in truths]))
     allowed = (ious >= threshold) & (ious > 0)
     pred_codes, truth_codes = _label_codes(preds, truths)
-    allowed &= (pred_codes[:, None] < 0) | (truth_codes[None, :] < 0) | (pred_codes[:, None] == truth_codes[None, :])
+    pc, tc = pred_codes[:, None], truth_codes[None, :]
+    allowed &= (pc < 0) | (tc < 0) | (pc == tc)
     return ious, allowed
 
 
@@ -75,12 +76,15 @@ def match_greedy(preds: Sequence[Box], truths: Sequence[Box], threshold: float) 
     pi, ti = np.nonzero(allowed)
     order = np.lexsort((ti, pi, -ious[pi, ti]))  # the last key sorts first
     used_p, used_t, matches = set(), set(), []
+    most = min(len(preds), len(truths))
     for k in order:
         p, t = int(pi[k]), int(ti[k])
         if p not in used_p and t not in used_t:
             used_p.add(p)
             used_t.add(t)
             matches.append(Match(p, t, float(ious[p, t])))
+            if len(matches) == most:  # nothing left to pair: skip the tail of a long pair list
+                break
     return matches
 
 
@@ -95,7 +99,8 @@ def match_optimal(preds: Sequence[Box], truths: Sequence[Box], threshold: float)
     # Disallowed pairs weigh 0, so the best full assignment restricted to allowed pairs is the best
     # matching among allowed pairs.
     rows, cols = linear_sum_assignment(np.where(allowed, ious, 0.0), maximize=True)
-    return [Match(int(p), int(t), float(ious[p, t])) for p, t in zip(rows, cols, strict=True) if allowed[p, t]]
+    pairs = zip(rows, cols, strict=True)
+    return [Match(int(p), int(t), float(ious[p, t])) for p, t in pairs if allowed[p, t]]
 
 
 def _label_codes(preds: Sequence[Box], truths: Sequence[Box]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +109,8 @@ def _label_codes(preds: Sequence[Box], truths: Sequence[Box]) -> tuple[np.ndarra
 
     def encode(boxes: Sequence[Box]) -> np.ndarray:
         labels = (normalize_label(b.label) for b in boxes)
-        return np.array([-1 if lab is None else codes.setdefault(lab, len(codes)) for lab in labels], dtype=np.int64)
+        return np.array([-1 if lab is None else codes.setdefault(lab, len(codes)) for lab in labels],
+                        dtype=np.int64)
 
     return encode(preds), encode(truths)
 
