@@ -152,7 +152,7 @@ ROUTE_CASES = [
     ("mcq", None, "choice"),
     ("grounding", None, "iou"),
     ("colour", None, "exact_text"),
-    ("detection", None, "exact_text"),
+    ("detection", None, "detection"),
     ("count", {"count": "exact_text"}, "exact_text"),  # override
     ("ocr", {"ocr": "number"}, "number"),  # extension
 ]

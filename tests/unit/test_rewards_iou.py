@@ -121,3 +121,55 @@ def test_bad_box_format_and_ground_truth_raise():
         run("[0,0,5,5]", "[5,5,15,15]", ((10, 10),), ((10, 10),), box_format="xyxy")
     with pytest.raises(ValueError, match="ground truth"):
         run("[0,0,5,5]", "a cat")
+
+
+DYNAMIC_CASES = [
+    # (predicted box against the truth [0,0,10,10], progress, expected). Default schedule: 0.85 while
+    # progress <= 0.1, 0.95 while <= 0.25, then 0.99.
+    ("[0,0,10,9]", 0.05, 1.0),  # IoU 90/100 = 0.9 >= 0.85
+    ("[0,0,10,9]", 0.2, 0.0),  # 0.9 < 0.95
+    ("[0,0,10,9]", 0.5, 0.0),  # 0.9 < 0.99
+    ("[0,0,10,9.6]", 0.05, 1.0),  # IoU 96/100 = 0.96
+    ("[0,0,10,9.6]", 0.2, 1.0),  # 0.96 >= 0.95
+    ("[0,0,10,9.6]", 0.5, 0.0),  # 0.96 < 0.99
+    ("[0,0,10,10]", 0.5, 1.0),  # identical: 1.0 >= 0.99
+    ("[0,0,10,8]", 0.05, 0.0),  # IoU 0.8 < 0.85 even at the loosest stage
+]
+
+
+@pytest.mark.parametrize("pred,progress,expected", DYNAMIC_CASES)
+def test_dynamic_threshold(pred, progress, expected):
+    inp = RewardInput(completion=f"<answer>{pred}</answer>", answer="[0,0,10,10]", task="grounding",
+                      progress=progress)
+    assert iou(inp, threshold="dynamic") == expected
+
+
+def test_dynamic_threshold_with_a_custom_schedule():
+    schedule = [[0.5, 0.5], [1.0, 0.9]]
+    for progress, expected in ((0.3, 1.0), (0.7, 0.0)):  # IoU 0.8: >= 0.5 early, < 0.9 late
+        inp = RewardInput(completion="[0,0,10,8]", answer="[0,0,10,10]", task="grounding", progress=progress)
+        assert iou(inp, threshold="dynamic", iou_schedule=schedule) == expected
+
+
+def test_bad_threshold_raises():
+    with pytest.raises(ValueError, match="iou: threshold must be"):
+        run("[0,0,10,10]", "[0,0,10,10]", threshold="sometimes")
+    with pytest.raises(ValueError, match="iou: iou_schedule"):
+        run("[0,0,10,10]", "[0,0,10,10]", threshold="dynamic", iou_schedule=[[0.5, 2.0]])
+
+
+def test_float_limits_score_zero_not_nan():
+    # 1e-200 squared underflows to 0: before the fix this divided by a zero union and raised.
+    assert run("[0,0,1e-200,1e-200]", "[0,0,1e-200,1e-200]") == 0.0
+    assert run("[0,0,1e308,1e308]", "[0,0,1e308,1e308]") == 0.0  # inf / inf used to give NaN
+
+
+def test_old_names_still_import_from_iou():
+    from vlrl.rewards import boxes
+    from vlrl.rewards import iou as iou_module
+
+    assert iou_module.parse_box is boxes.parse_box
+    assert iou_module.box_iou is boxes.box_iou
+    assert iou_module.to_original_pixels is boxes.to_original_pixels
+    assert iou_module.BOX_FORMATS == ("abs", "qwen2_5_vl", "rel1000", "rel1")
+    assert iou_module.Box == tuple[float, float, float, float]

@@ -17,13 +17,18 @@ Contract
 Built-in rewards
 ----------------
 ``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
-task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion).
+task to one of those, ``iou`` or ``detection``), ``iou`` (single box, with ``box_format`` conversion and
+an optional fixed or ``"dynamic"`` threshold), ``detection`` (a set of boxes: one-to-one IoU matching,
+completeness and a count penalty, after V-Triune) and ``map`` (COCO-style mean average precision over
+IoU 0.50:0.95). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`.
 
 :class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
 :class:`Scores`: a total [N], one [N] tensor per component, and per-data-source metrics.
 """
 
 from vlrl.rewards import accuracy as _accuracy  # noqa: F401  (registers exact_text, number, choice, accuracy)
+from vlrl.rewards import average_precision as _average_precision  # noqa: F401  (registers map)
+from vlrl.rewards import detection as _detection  # noqa: F401  (registers detection)
 from vlrl.rewards import format as _format  # noqa: F401  (registers format)
 from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
 from vlrl.rewards import length as _length  # noqa: F401  (registers overlong, repetition)

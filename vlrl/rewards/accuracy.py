@@ -177,6 +177,7 @@ DEFAULT_ROUTES: Mapping[str, str] = {
     "number": "number",
     "mcq": "choice",
     "grounding": "iou",
+    "detection": "detection",
 }
 DEFAULT_VERIFIER = "exact_text"
 
