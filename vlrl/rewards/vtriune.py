@@ -1,17 +1,119 @@
-"""Reading V-Triune-style per-row reward specs (the ``reward_model`` field of V-Triune / Orsta data).
+"""Reading V-Triune-style per-row reward specs: the ``reward_model`` object of V-Triune / Orsta data
+(Ma et al. 2025, "One RL to See Them All", arXiv 2505.18129).
 
-Filled in below; see :func:`from_vtriune`.
+Such an object names a ``verifier`` and its ``verifier_parm``, and weighs accuracy and format with
+``accuracy_ratio`` and ``format_ratio``. :func:`from_vtriune` turns it into this package's row spec,
+``{"terms": [...]}``, which the mixer then treats like any other row override:
+
+=======================  =====================================================================================
+V-Triune                 here
+=======================  =====================================================================================
+``verifier: mathverify`` ``math`` (weight ``accuracy_ratio``, default 1) and ``format`` with ``require_think`` and
+                         partial credit (weight ``format_ratio``, default 0: no term)
+``verifier: detection``  one term per non-zero ``verifier_parm.det_reward_ratio`` entry, weighted
+                         ``accuracy_ratio · ratio / Σ ratios`` as V-Triune normalises them:
+                         ``iou_max_iou_first`` / ``iou_max_label_first`` → ``detection`` with greedy matching
+                         and ``completeness_weight = iou_completeness``; ``map`` → ``map``; ``map50`` / ``map75``
+                         → ``map`` at that single threshold. No ratios given: ``detection`` alone. The IoU
+                         threshold is the dynamic schedule (the paper's setting); ``format`` as above but
+                         without ``require_think``
+other names              used as a reward name of this registry (``number``, ``choice``, a ``module:fn``, ...)
+``verifier_parm``        V-Triune's runtime keys (``is_training``, ``step``, ``total_steps``, ``image_grid_thw``,
+                         ``image_path``) are dropped; ``det_verifier_normalized: true`` (predictions in resized-
+                         input pixels) sets ``box_format: qwen2_5_vl``; every other key is passed to the
+                         accuracy term as a param (and checked: an unknown one is an error naming the row)
+``ground_truth``         ignored here: it is the row's ``answer`` (the dataset adapter's job, as is converting
+                         V-Triune's 0–1000 normalised ground-truth boxes to original pixels)
+=======================  =====================================================================================
+
+Departures: V-Triune multiplies mAP scores by its box-count penalty too; ``map`` here has none (pair it
+with ``detection``, which has one). Its label-first greedy matching is read as plain greedy matching.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
+
+VTRIUNE_KEYS = frozenset({"verifier", "verifier_parm", "accuracy_ratio", "format_ratio", "ground_truth",
+                          "answer", "style"})
+_RUNTIME_KEYS = frozenset({"is_training", "step", "total_steps", "image_grid_thw", "image_path"})
+_DET_RATIO_KEYS = ("iou_max_iou_first", "iou_max_label_first", "map", "map50", "map75")
 
 
 def is_vtriune(spec: Mapping) -> bool:
-    """True when ``spec`` is a V-Triune ``reward_model`` dict (it names a ``verifier``)."""
+    """True when ``spec`` is a V-Triune ``reward_model`` object (it names a ``verifier``)."""
     return "verifier" in spec
 
 
 def from_vtriune(spec: Mapping) -> dict:
-    raise ValueError("V-Triune reward specs are not supported yet")
+    """This package's row spec ``{"terms": [...]}`` for a V-Triune ``reward_model`` object (table above).
+    Raises ValueError for unknown keys or malformed values."""
+    unknown = sorted(set(spec) - VTRIUNE_KEYS)
+    if unknown:
+        raise ValueError(f"V-Triune reward spec: unknown keys {unknown}; expected some of {sorted(VTRIUNE_KEYS)}")
+    verifier = spec["verifier"]
+    if not isinstance(verifier, str) or not verifier:
+        raise ValueError(f"V-Triune reward spec: 'verifier' must be a non-empty string, got {verifier!r}")
+    params = spec.get("verifier_parm") or {}
+    if not isinstance(params, Mapping):
+        raise ValueError(f"V-Triune reward spec: 'verifier_parm' must be an object, got {params!r}")
+    accuracy = _ratio(spec, "accuracy_ratio", 1.0)
+    fmt = _ratio(spec, "format_ratio", 0.0)
+    params = {k: v for k, v in params.items() if k not in _RUNTIME_KEYS}
+    if params.pop("det_verifier_normalized", False):
+        params.setdefault("box_format", "qwen2_5_vl")
+    if verifier == "mathverify":
+        terms = [_term("math", accuracy, params)]
+        format_params = {"require_think": True, "partial_credit": True}
+    elif verifier == "detection":
+        terms = _detection_terms(accuracy, params)
+        format_params = {}
+    else:
+        terms = [_term(verifier, accuracy, params)]
+        format_params = {}
+    if fmt:
+        terms.append(_term("format", fmt, format_params))
+    return {"terms": terms}
+
+
+def _detection_terms(accuracy: float, params: dict) -> list[dict]:
+    ratios = params.pop("det_reward_ratio", None) or {}
+    if not isinstance(ratios, Mapping):
+        raise ValueError(f"V-Triune reward spec: 'det_reward_ratio' must be an object, got {ratios!r}")
+    unknown = sorted(set(ratios) - {*_DET_RATIO_KEYS, "iou_completeness"})
+    if unknown:
+        raise ValueError(f"V-Triune reward spec: unknown det_reward_ratio keys {unknown}")
+    weights = {k: _number(ratios.get(k, 0.0), f"det_reward_ratio.{k}") for k in _DET_RATIO_KEYS}
+    total = sum(weights.values())
+    box = {k: params[k] for k in ("box_format", "max_boxes") if k in params}
+    detection = {"iou_threshold": "dynamic", **params}
+    if "iou_completeness" in ratios:
+        detection["completeness_weight"] = _number(ratios["iou_completeness"], "det_reward_ratio.iou_completeness")
+    if total <= 0:
+        return [_term("detection", accuracy, detection)]
+    terms = []
+    iou_weight = weights["iou_max_iou_first"] + weights["iou_max_label_first"]
+    if iou_weight:
+        terms.append(_term("detection", accuracy * iou_weight / total, {**detection, "match": "greedy"}))
+    for key, thresholds in (("map", None), ("map50", [0.5]), ("map75", [0.75])):
+        if weights[key]:
+            extra = {"iou_thresholds": thresholds} if thresholds else {}
+            terms.append(_term("map", accuracy * weights[key] / total, {**box, **extra}))
+    return terms
+
+
+def _term(name: str, weight: float, params: Mapping[str, Any]) -> dict:
+    return {"name": name, "weight": weight, "params": dict(params)}
+
+
+def _ratio(spec: Mapping, key: str, default: float) -> float:
+    value = spec.get(key)
+    return default if value is None else _number(value, key)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"V-Triune reward spec: {where} must be a finite number, got {value!r}")
+    return float(value)
