@@ -17,7 +17,8 @@ Contract
 Built-in rewards
 ----------------
 ``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
-task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion).
+task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion), ``math``
+(equivalence through math-verify, with cost guards).
 
 :class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
 :class:`Scores`: a total [N], one [N] tensor per component, and per-data-source metrics.
@@ -26,6 +27,7 @@ task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conve
 from vlrl.rewards import accuracy as _accuracy  # noqa: F401  (registers exact_text, number, choice, accuracy)
 from vlrl.rewards import format as _format  # noqa: F401  (registers format)
 from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
+from vlrl.rewards import mathexpr as _mathexpr  # noqa: F401  (registers math)
 from vlrl.rewards.base import (
     RewardInput,
     answer_region,
