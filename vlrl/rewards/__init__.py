@@ -18,7 +18,7 @@ Built-in rewards
 ----------------
 ``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
 task to one of those or ``iou``), ``iou`` (single box, with ``box_format`` conversion), ``math``
-(equivalence through math-verify, with cost guards).
+(equivalence through math-verify, with cost guards), ``ocr`` (ANLS-style similarity), ``yes_no``.
 
 :class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
 :class:`Scores`: a total [N], one [N] tensor per component, and per-data-source metrics.
@@ -28,6 +28,8 @@ from vlrl.rewards import accuracy as _accuracy  # noqa: F401  (registers exact_t
 from vlrl.rewards import format as _format  # noqa: F401  (registers format)
 from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
 from vlrl.rewards import mathexpr as _mathexpr  # noqa: F401  (registers math)
+from vlrl.rewards import ocr as _ocr  # noqa: F401  (registers ocr)
+from vlrl.rewards import yesno as _yesno  # noqa: F401  (registers yes_no)
 from vlrl.rewards.base import (
     RewardInput,
     answer_region,
