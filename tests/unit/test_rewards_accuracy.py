@@ -267,12 +267,15 @@ def test_choice_options():
 
 ROUTE_CASES = [
     ("count", None, "number"),
-    ("math", None, "number"),
+    ("math", None, "math"),
     ("number", None, "number"),
     ("mcq", None, "choice"),
     ("grounding", None, "iou"),
+    ("ocr", None, "ocr"),
+    ("yes_no", None, "yes_no"),
+    ("yesno", None, "yes_no"),
     ("colour", None, "exact_text"),
-    ("detection", None, "exact_text"),
+    ("detection", None, "exact_text"),  # no detection verifier yet
     ("count", {"count": "exact_text"}, "exact_text"),  # override
     ("ocr", {"ocr": "number"}, "number"),  # extension
 ]
@@ -290,9 +293,15 @@ ACCURACY_CASES = [
     ("<answer>(B)</answer>", "B", "mcq", {}, 1.0),
     ("<answer>[0,0,10,10]</answer>", "[5,5,15,15]", "grounding", {}, pytest.approx(1 / 7)),
     ("<answer>[0,0,10,10]</answer>", "[5,5,15,15]", "grounding", {"threshold": 0.1}, 1.0),
-    ("<answer>3.1</answer>", "3", "math", {"rel_tol": 0.05}, 1.0),  # forwarded to number only
+    ("<answer>3.1</answer>", "3", "count", {"rel_tol": 0.05}, 1.0),  # forwarded to number only
     ("<answer>red</answer>", "red", "colour", {"rel_tol": 0.05}, 1.0),  # ...and dropped for exact_text
     ("<answer>3.0</answer>", "3", "colour", {"routes": {"colour": "number"}}, 1.0),
+    (r"<answer>\frac{6}{2}</answer>", "3", "math", {}, 1.0),  # math: equivalence, not the last number
+    (r"<answer>\frac{6}{2}</answer>", "3", "math", {"rel_tol": 0.05}, 1.0),  # number params are dropped
+    ("<answer>stop sigm</answer>", "stop sign", "ocr", {}, pytest.approx(1 - 1 / 9)),
+    ("<answer>Yes, it is.</answer>", "yes", "yes_no", {}, 1.0),
+    ("<answer>No</answer>", "yes", "yesno", {}, 0.0),
+    ("<answer>dog</answer>", "B", "mcq", {"options": ["cat", "dog"]}, 1.0),  # options reach choice
 ]
 
 
@@ -304,6 +313,7 @@ def test_accuracy_routes_by_task(completion, answer, task, params, expected):
 def test_accuracy_check_params():
     check = get_reward("accuracy").check_params
     check({"rel_tol": 0.1, "box_format": "rel1000", "routes": {"ocr": "number"}})
+    check({"source": "boxed", "true_false": False, "percent_as_fraction": True, "options": ["a", "b"]})
     with pytest.raises(ValueError, match="rel_toll"):
         check({"rel_toll": 0.1})
     with pytest.raises(ValueError, match="back to 'accuracy'"):

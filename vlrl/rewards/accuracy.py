@@ -1,4 +1,5 @@
-"""Answer verifiers: ``exact_text``, ``number``, ``choice``, and the task router ``accuracy``.
+"""Answer verifiers: ``exact_text``, ``one_of``, ``number``, ``choice``, and the task router ``accuracy``
+(which also routes to ``math``, ``ocr``, ``yes_no`` and ``iou`` in their own modules).
 
 Each verifier reads the *answer region* of the completion — the content of the last
 ``<answer>…</answer>``, or the whole completion when there are no tags and ``fallback_to_completion``
@@ -296,10 +297,13 @@ def choice(
 
 DEFAULT_ROUTES: Mapping[str, str] = {
     "count": "number",
-    "math": "number",
     "number": "number",
+    "math": "math",
     "mcq": "choice",
     "grounding": "iou",
+    "ocr": "ocr",
+    "yes_no": "yes_no",
+    "yesno": "yes_no",
 }
 DEFAULT_VERIFIER = "exact_text"
 
@@ -317,6 +321,9 @@ def accuracy(inp: RewardInput, routes: Mapping[str, str] | None = None, **params
 
     ``params`` are forwarded to the routed verifier, keeping only the names it accepts, so one term can
     carry e.g. ``rel_tol`` for numbers and ``box_format`` for boxes. Returns what the verifier returns.
+    A name taken by several verifiers reaches each of them: ``threshold`` is the IoU cut of ``iou`` *and*
+    the similarity cut of ``ocr``, ``max_chars`` bounds both ``math`` and ``ocr``; set such params in
+    ``reward.per_task`` terms to keep them apart.
     """
     name = route(inp.task, routes)
     fn = get_reward(name)
