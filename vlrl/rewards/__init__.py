@@ -16,11 +16,14 @@ Contract
 
 Built-in rewards
 ----------------
-``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``accuracy`` (routes by
-task to one of those, ``iou`` or ``detection``), ``iou`` (single box, with ``box_format`` conversion and
-an optional fixed or ``"dynamic"`` threshold), ``detection`` (a set of boxes: one-to-one IoU matching,
-completeness and a count penalty, after V-Triune) and ``map`` (COCO-style mean average precision over
-IoU 0.50:0.95). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`.
+``format`` (answer/think tag layout), ``exact_text``, ``number``, ``choice``, ``one_of``, ``math``
+(equivalence through math-verify, with cost guards), ``ocr`` (ANLS-style similarity), ``yes_no``,
+``accuracy`` (routes by task to one of those, ``iou`` or ``detection``), ``iou`` (single box, with
+``box_format`` conversion and an optional fixed or ``"dynamic"`` threshold), ``detection`` (a set of boxes:
+one-to-one IoU matching, completeness and a count penalty, after V-Triune), ``map`` (COCO-style mean
+average precision over IoU 0.50:0.95), and the penalties ``overlong`` and ``repetition`` (amounts in
+[0, 1], for negative weights). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`; calls run
+through :mod:`vlrl.rewards.runner` (time limits, worker processes).
 
 :class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
 :class:`Scores`: a total [N], one [N] tensor per component, and per-data-source metrics.
@@ -32,6 +35,9 @@ from vlrl.rewards import detection as _detection  # noqa: F401  (registers detec
 from vlrl.rewards import format as _format  # noqa: F401  (registers format)
 from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
 from vlrl.rewards import length as _length  # noqa: F401  (registers overlong, repetition)
+from vlrl.rewards import mathexpr as _mathexpr  # noqa: F401  (registers math)
+from vlrl.rewards import ocr as _ocr  # noqa: F401  (registers ocr)
+from vlrl.rewards import yesno as _yesno  # noqa: F401  (registers yes_no)
 from vlrl.rewards.base import (
     RewardInput,
     answer_region,

@@ -1,4 +1,5 @@
-"""Answer verifiers: ``exact_text``, ``number``, ``choice``, and the task router ``accuracy``.
+"""Answer verifiers: ``exact_text``, ``one_of``, ``number``, ``choice``, and the task router ``accuracy``
+(which also routes to ``math``, ``ocr``, ``yes_no`` and ``iou`` in their own modules).
 
 Each verifier reads the *answer region* of the completion — the content of the last
 ``<answer>…</answer>``, or the whole completion when there are no tags and ``fallback_to_completion``
@@ -9,8 +10,10 @@ it is a data error the user should see.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import string
 import unicodedata
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
@@ -22,14 +25,14 @@ _ARTICLES = frozenset({"a", "an", "the"})
 
 
 def normalize_text(text: str) -> str:
-    """Lowercase, punctuation to spaces, articles a/an/the dropped, whitespace collapsed.
+    """Unicode NFKC, case-folded, punctuation to spaces, articles a/an/the dropped, whitespace collapsed.
 
     Punctuation becomes a space rather than vanishing so that "red,blue" and "red, blue" agree.
 
     >>> normalize_text("  The Red-Cube! ")
     'red cube'
     """
-    chars = (" " if unicodedata.category(c).startswith("P") else c for c in text.lower())
+    chars = (" " if unicodedata.category(c).startswith("P") else c for c in unicodedata.normalize("NFKC", text).casefold())
     return " ".join(w for w in "".join(chars).split() if w not in _ARTICLES)
 
 
@@ -60,49 +63,96 @@ def one_of(inp: RewardInput, options: Sequence[str] = (), fallback_to_completion
     return 1.0 if normalize_text(region) in allowed else 0.0
 
 
-# A number: optional sign (not glued to a preceding word or digit, so "3-4" reads 3 and 4), digits with
-# optional comma thousand separators, optional decimals and exponent, optional "/denominator", optional %.
-_NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+# A number: optional sign (not glued to a preceding word, digit or "^", so "3-4" reads 3 and 4 and "cm^2" no
+# 2), optional currency sign, digits with optional comma thousand separators, optional decimals; then at most
+# one of an exponent "e3", a power of ten "× 10^3" or a power "^2"; optional "/denominator"; optional percent.
+_NUM = r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+"
 _NUMBER_RE = re.compile(
-    rf"(?<![\w.])(?P<sign>[+-]?)(?P<num>{_NUM})(?:[eE](?P<exp>[+-]?\d+))?"
-    rf"(?:\s*/\s*(?P<den>{_NUM}))?(?:\s*%)?"
+    rf"(?<![\w.^])(?P<sign>[+-]?)[$€£¥]?(?P<num>{_NUM})"
+    r"(?:[eE](?P<exp>[+-]?[0-9]+)"
+    r"|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*\^\s*\{?(?P<exp10>[+-]?[0-9]+)\}?"
+    r"|\s*\^\s*\{?(?P<pow>[+-]?[0-9]+)\}?)?"
+    rf"(?:\s*/\s*(?P<den>{_NUM}))?"
+    r"(?P<pct>\s*\\?%|\s+percent\b)?"
 )
+_MAX_EXPONENT = 400  # beyond float range anyway; a bigger one would make Fraction build a huge integer
+_SMALL_WORDS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
+_TENS_WORDS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_WORD_NUMBER_RE = re.compile(
+    rf"\b(?:(?P<tens>{'|'.join(_TENS_WORDS)})(?:[\s-]+(?P<unit>{'|'.join(_SMALL_WORDS[1:10])}))?"
+    rf"|(?P<small>{'|'.join(_SMALL_WORDS)}))\b",
+    re.IGNORECASE,
+)
+# NFKC turns full-width digits into ASCII but leaves the minus sign alone, and would make "m²" read "m2"
+# and "½" read "1⁄2" with a fraction slash; these three are mapped to "-", "^2" and "/".
+_NUMBER_CHARS = str.maketrans({"\u2212": "-", "\u2044": "/", **{c: f"^{i}" for i, c in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹")}})
 
 
-def parse_number(text: str) -> float | None:
-    """The last number in ``text`` as a float, or None when there is none.
+def read_numbers(text: str, *, percent_as_fraction: bool = False, words: bool = True) -> list[float | None]:
+    """Every number written in ``text``, in order; None for one that is written but cannot be read
+    (``1/0``, ``1e999``). See :func:`parse_number` for the forms read.
 
-    Handles ints, decimals, "1,234" thousand separators, leading +/-, exponents, simple fractions "3/4"
-    and a trailing "%" (ignored: "50%" is 50, so it matches a ground truth written "50"). The last number
-    is taken because a model's answer usually ends with its result ("3 + 4 = 7").
-
-    >>> parse_number("about -1,234.5")
-    -1234.5
-    >>> parse_number("3/4")
-    0.75
+    >>> read_numbers("3 + 4 = 7"), read_numbers("one or two"), read_numbers("1/0 or 2")
+    ([3.0, 4.0, 7.0], [1.0, 2.0], [None, 2.0])
     """
-    matches = list(_NUMBER_RE.finditer(text))
-    for match in reversed(matches):
-        value = _match_value(match)
-        if value is not None:
-            return value
-    return None
+    # Superscripts must be mapped before NFKC and the fraction slash it produces after.
+    text = unicodedata.normalize("NFKC", text.translate(_NUMBER_CHARS)).translate(_NUMBER_CHARS)
+    values = [_match_value(m, percent_as_fraction) for m in _NUMBER_RE.finditer(text)]
+    if not values and words:
+        values = [_word_value(m) for m in _WORD_NUMBER_RE.finditer(text)]
+    return values
 
 
-def _match_value(match: re.Match) -> float | None:
+def parse_number(text: str, *, percent_as_fraction: bool = False, words: bool = True) -> float | None:
+    """The last readable number in ``text`` as a float, or None when there is none.
+
+    Reads ints, decimals, "1,234" thousand separators, a leading +/- (also "−"), a currency sign ("$5"),
+    exponents "1.5e3", powers of ten "1.5 × 10^3" / "1.5 \\times 10^{3}", powers "2^10", simple fractions
+    "3/4", and a trailing "%" / "percent": ignored by default ("50%" is 50, so it matches a ground truth
+    written "50"), divided by 100 with ``percent_as_fraction`` ("50%" is 0.5). Units after the number are
+    ignored ("12 cm"). With ``words``, number words "zero" to "ninety-nine" are read, but only when the text
+    holds no digits at all, since "one" is also a pronoun. The last number is taken because a model's
+    answer usually ends with its result ("3 + 4 = 7").
+
+    >>> parse_number("about -1,234.5"), parse_number("3/4"), parse_number("1.5 x 10^3 m")
+    (-1234.5, 0.75, 1500.0)
+    >>> parse_number("50%"), parse_number("50%", percent_as_fraction=True), parse_number("Twenty-one")
+    (50.0, 0.5, 21.0)
+    """
+    values = read_numbers(text, percent_as_fraction=percent_as_fraction, words=words)
+    return next((v for v in reversed(values) if v is not None), None)
+
+
+def _match_value(match: re.Match, percent_as_fraction: bool) -> float | None:
     try:
         value = Fraction(match["num"].replace(",", ""))
-        if match["exp"]:
-            value *= Fraction(10) ** int(match["exp"])
-        if match["den"]:
-            den = Fraction(match["den"].replace(",", ""))
-            if den == 0:
+        power = match["exp"] or match["exp10"]
+        if power is not None:
+            if abs(int(power)) > _MAX_EXPONENT:
                 return None
-            value /= den
+            value *= Fraction(10) ** int(power)
+        if match["pow"] is not None:
+            if abs(int(match["pow"])) * math.log10(max(abs(value), 2)) > _MAX_EXPONENT:
+                return None
+            value **= int(match["pow"])
+        if match["den"]:
+            value /= Fraction(match["den"].replace(",", ""))
+        if match["pct"] and percent_as_fraction:
+            value /= 100
         result = float(-value if match["sign"] == "-" else value)
     except (ValueError, OverflowError, ZeroDivisionError):
         return None
     return result if math.isfinite(result) else None
+
+
+def _word_value(match: re.Match) -> float:
+    if match["small"]:
+        return float(_SMALL_WORDS.index(match["small"].lower()))
+    tens = 20 + 10 * _TENS_WORDS.index(match["tens"].lower())
+    return float(tens + (_SMALL_WORDS.index(match["unit"].lower()) if match["unit"] else 0))
 
 
 @register_reward("number")
@@ -112,19 +162,26 @@ def number(
     abs_tol: float = 0.0,
     fallback_to_completion: bool = True,
     single: bool = False,
+    percent_as_fraction: bool = False,
+    words: bool = True,
 ) -> float:
     """1.0 when the last number of the answer region is close to the ground-truth number
     (``math.isclose`` with ``rel_tol``/``abs_tol``); 0.0 when no number can be read from the output.
     ``single=True`` also scores 0.0 when the region holds more than one number: for answers that are a bare
-    number (counts), it stops a policy from listing several candidates and being credited for the last."""
-    truth = parse_number(str(inp.answer))
+    number (counts), it stops a policy from listing several candidates and being credited for the last.
+    ``percent_as_fraction`` and ``words`` apply to both sides, as described in :func:`parse_number`.
+
+    >>> number(RewardInput("<answer>$1,500 total</answer>", "1.5e3", "count"))
+    1.0
+    """
+    options = {"percent_as_fraction": percent_as_fraction, "words": words}
+    truth = parse_number(str(inp.answer), **options)
     if truth is None:
         raise ValueError(f"number: ground truth {inp.answer!r} holds no number")
     region = answer_region(inp.completion, fallback_to_completion)
-    pred = parse_number(region) if region is not None else None
-    if pred is None:
-        return 0.0
-    if single and len(_NUMBER_RE.findall(region)) > 1:
+    values = read_numbers(region, **options) if region is not None else []
+    pred = next((v for v in reversed(values) if v is not None), None)
+    if pred is None or (single and len(values) > 1):
         return 0.0
     return 1.0 if math.isclose(pred, truth, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
 
@@ -134,7 +191,7 @@ _CHOICE_PATTERNS = (
     # The whole region is the letter, maybe bracketed and/or followed by "." or ":" ("b", "(B)", "B.").
     re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$"),
     # A phrase naming the answer: "the answer is B", "Answer: (C)", "option D". The last such phrase wins.
-    re.compile(r"(?i:answer|option|choice)\s*(?i:is)?\s*:?\s*[(\[]?([A-Z])(?![\w])"),
+    re.compile(r"\b(?i:answer|option|choice)\b\s*(?i:is)?\s*:?\s*[(\[]?([A-Z])(?![\w])"),
     # The region starts with a bracketed letter or a letter and delimiter: "(B) cat", "B) cat", "B. cat".
     re.compile(r"^[(\[]([A-Z])[)\]]|^([A-Z])[).:](?:\s|$)"),
     # A bracketed letter anywhere: "I pick (B) because ...". The last one wins.
@@ -145,8 +202,8 @@ _CHOICE_PATTERNS = (
 def parse_choice(text: str) -> str | None:
     """The multiple-choice letter (upper case) named in ``text``, or None.
 
-    Accepts "B", "(B)", "B.", "B) text", "the answer is B"; a bare capital inside prose ("A cat") is not
-    read as a choice, because it is indistinguishable from a word.
+    Accepts "B", "(B)", "B.", "B) text", "the answer is B", "Answer: (C)", "option D"; a bare capital inside
+    prose ("A cat") is not read as a choice, because it is indistinguishable from a word.
 
     >>> parse_choice("B) a red cube"), parse_choice("I think the answer is C."), parse_choice("A cat")
     ('B', 'C', None)
@@ -160,24 +217,94 @@ def parse_choice(text: str) -> str | None:
     return None
 
 
+def choice_options(options: Sequence[str] | Mapping[str, str] | str | None, meta: Mapping | None) -> dict[str, str]:
+    """Letter -> normalised option text, from ``options`` or else the row's ``meta["options"]`` /
+    ``meta["choices"]``; {} when neither is there.
+
+    Either form may be a list (letters A, B, C, ... in order) or a mapping letter -> text, or JSON text of
+    one. A label repeating the option's own letter is dropped ("A. cat" is option A, "cat"). A malformed
+    spec raises ValueError: it is a data error.
+
+    >>> choice_options(["A. red cube", "blue ball"], None)
+    {'A': 'red cube', 'B': 'blue ball'}
+    """
+    spec = options if options is not None else next(
+        (meta[k] for k in ("options", "choices") if meta and meta.get(k) is not None), None
+    )
+    if spec is None:
+        return {}
+    if isinstance(spec, str):
+        spec = json.loads(spec)  # JSONDecodeError is a ValueError
+    if isinstance(spec, Mapping):
+        items = [(str(k).strip(" ()[].:").upper(), v) for k, v in spec.items()]
+    elif isinstance(spec, Sequence) and not isinstance(spec, str) and len(spec) <= 26:
+        items = [(string.ascii_uppercase[i], text) for i, text in enumerate(spec)]
+    else:
+        raise ValueError(f"choice: options must be a list of at most 26 texts or a letter -> text map, got {spec!r}")
+    table = {}
+    for letter, text in items:
+        if len(letter) != 1 or letter not in string.ascii_uppercase:
+            raise ValueError(f"choice: option key {letter!r} is not a letter A-Z")
+        table[letter] = normalize_text(re.sub(rf"^\s*[(\[]?{letter}\s*[)\].:]\s*", "", str(text), flags=re.I))
+    return table
+
+
+def choice_from_text(text: str, options: Mapping[str, str]) -> str | None:
+    """The letter whose option text ``text`` names (normalised, as whole words), or None when it names
+    none or several. An option named only inside a longer named option ("red" in "dark red") does not count.
+
+    >>> choice_from_text("It is the dark red one", {"A": "red", "B": "dark red"})
+    'B'
+    """
+    rest = f" {normalize_text(text)} "
+    named = []
+    for letter, option in sorted(options.items(), key=lambda kv: (-len(kv[1].split()), kv[0])):
+        if option and f" {option} " in rest:
+            named.append(letter)
+            rest = rest.replace(f" {option} ", " | ")
+    return named[0] if len(named) == 1 else None
+
+
 @register_reward("choice")
-def choice(inp: RewardInput, fallback_to_completion: bool = True) -> float:
-    """1.0 when the choice letter in the answer region equals the ground-truth letter."""
+def choice(
+    inp: RewardInput,
+    options: Sequence[str] | Mapping[str, str] | None = None,
+    fallback_to_completion: bool = True,
+) -> float:
+    """1.0 when the choice in the answer region is the ground-truth choice.
+
+    Both sides are read as a letter first (:func:`parse_choice`); when that fails and the row has options
+    (:func:`choice_options`), as the text of one option (:func:`choice_from_text` for the answer, an exact
+    normalised match for the ground truth). A ground truth that is neither raises ValueError.
+
+    >>> choice(RewardInput("<answer>a blue ball</answer>", "B", "mcq", meta={"options": ["red", "blue ball"]}))
+    1.0
+    """
+    table = choice_options(options, inp.meta)
     truth = parse_choice(str(inp.answer))
     if truth is None:
-        raise ValueError(f"choice: ground truth {inp.answer!r} is not a choice letter")
+        truth = next((k for k, v in table.items() if v and v == normalize_text(str(inp.answer))), None)
+    if truth is None:
+        raise ValueError(f"choice: ground truth {inp.answer!r} is not a choice letter nor an option's text")
     region = answer_region(inp.completion, fallback_to_completion)
-    pred = parse_choice(region) if region is not None else None
+    if region is None:
+        return 0.0
+    pred = parse_choice(region)
+    if pred is None and table:
+        pred = choice_from_text(region, table)
     return 1.0 if pred == truth else 0.0
 
 
 DEFAULT_ROUTES: Mapping[str, str] = {
     "count": "number",
-    "math": "number",
     "number": "number",
+    "math": "math",
     "mcq": "choice",
     "grounding": "iou",
     "detection": "detection",
+    "ocr": "ocr",
+    "yes_no": "yes_no",
+    "yesno": "yes_no",
 }
 DEFAULT_VERIFIER = "exact_text"
 
@@ -195,6 +322,9 @@ def accuracy(inp: RewardInput, routes: Mapping[str, str] | None = None, **params
 
     ``params`` are forwarded to the routed verifier, keeping only the names it accepts, so one term can
     carry e.g. ``rel_tol`` for numbers and ``box_format`` for boxes. Returns what the verifier returns.
+    A name taken by several verifiers reaches each of them: ``threshold`` is the IoU cut of ``iou`` *and*
+    the similarity cut of ``ocr``, ``max_chars`` bounds both ``math`` and ``ocr``; set such params in
+    ``reward.per_task`` terms to keep them apart.
     """
     name = route(inp.task, routes)
     fn = get_reward(name)
