@@ -49,10 +49,17 @@ import functools
 import math
 import re
 
+import math_verify.grader
+import math_verify.parser
 import sympy
 from math_verify import parse, verify
 
 from vlrl.rewards.base import RewardInput, answer_region, register_reward
+
+# math-verify warns once per process that its own timeouts are off; ours (vlrl.rewards.runner) are on, so
+# the warning would only mislead. (Module flags of math-verify 0.9; harmless where they do not exist.)
+math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+math_verify.parser.TIMEOUT_WARNING_SHOWN = True
 
 SOURCES = ("answer_or_boxed", "boxed", "answer")
 _MAX_DIGITS = 10_000  # exact numbers longer than this are not answers, and cost seconds to minutes each
