@@ -77,7 +77,7 @@ def _sizes(obj: Mapping, single: str, plural: str, where: str) -> tuple:
         sizes = tuple((float(w), float(h)) for w, h in value)
     except (TypeError, ValueError):
         field = plural if plural in obj else single
-        raise LineError(f"{where}: field {field!r} must be [w, h] (or a list of them), got {value!r}") from None
+        raise LineError(f"{where}: field {field!r} must be [w, h] (or a list of them), got {obj[field]!r}") from None
     return tuple((int(w) if w.is_integer() else w, int(h) if h.is_integer() else h) for w, h in sizes)
 
 
