@@ -34,6 +34,9 @@ MATH_CASES = [
     ("<answer>0.5</answer>", r"50\%", {}, 1.0),  # math-verify reads a percent either way
     ("<answer>0.6</answer>", r"50\%", {}, 0.0),
     ("<answer>1,000</answer>", "1000", {}, 1.0),
+    ("<answer>1e-3</answer>", "0.001", {}, 1.0),  # e-notation, which math-verify reads as 1·e − 3
+    ("<answer>2.5E3</answer>", "2500", {}, 1.0),
+    (r"<answer>\$5</answer>", "5", {}, 1.0),  # an escaped dollar sign is not a math delimiter
     (r"<answer>-\frac{1}{3}</answer>", "-1/3", {}, 1.0),
     ("<answer>1/3</answer>", "-1/3", {}, 0.0),  # the sign matters
     ("<answer>0.333333</answer>", "1/3", {}, 1.0),  # equal to 6 decimals

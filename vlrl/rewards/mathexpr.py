@@ -61,7 +61,9 @@ from vlrl.rewards.mathcost import bracket_depth, text_too_costly, too_costly
 
 SOURCES = ("answer_or_boxed", "boxed", "answer")
 
-_DELIMITED_RE = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+_DELIMITED_RE = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")  # "\$" is a dollar sign, not math
+# A bare number in e-notation: math-verify reads "1e-3" as 1·e − 3, so it is rewritten as 1 \cdot 10^{-3}.
+_E_NOTATION_RE = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))[eE]([+-]?[0-9]+)\s*")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # \text{...}-like groups hold units or labels, and \commands are LaTeX: neither makes a text prose.
 _LATEX_WORDS_RE = re.compile(r"\\(?:text\w*|mathrm|mbox|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
@@ -124,6 +126,9 @@ def parse_math(text: str) -> list:
     >>> parse_math(r"2\sqrt{2}")[0]
     2*sqrt(2)
     """
+    number = _E_NOTATION_RE.fullmatch(text)
+    if number:
+        text = rf"{number[1]} \cdot 10^{{{number[2]}}}"
     if _DELIMITED_RE.search(text):
         return _parse(text)
     if _is_prose(text):
