@@ -6,7 +6,7 @@ import time
 import pytest
 
 from vlrl.rewards import RewardInput, get_reward, mathexpr
-from vlrl.rewards.mathexpr import bracket_depth, last_boxed
+from vlrl.rewards.mathexpr import last_boxed
 
 
 def run(completion: str, answer: str, **params):
@@ -34,6 +34,9 @@ MATH_CASES = [
     ("<answer>0.5</answer>", r"50\%", {}, 1.0),  # math-verify reads a percent either way
     ("<answer>0.6</answer>", r"50\%", {}, 0.0),
     ("<answer>1,000</answer>", "1000", {}, 1.0),
+    ("<answer>1e-3</answer>", "0.001", {}, 1.0),  # e-notation, which math-verify reads as 1·e − 3
+    ("<answer>2.5E3</answer>", "2500", {}, 1.0),
+    (r"<answer>\$5</answer>", "5", {}, 1.0),  # an escaped dollar sign is not a math delimiter
     (r"<answer>-\frac{1}{3}</answer>", "-1/3", {}, 1.0),
     ("<answer>1/3</answer>", "-1/3", {}, 0.0),  # the sign matters
     ("<answer>0.333333</answer>", "1/3", {}, 1.0),  # equal to 6 decimals
@@ -66,6 +69,10 @@ MATH_CASES = [
     ("<answer>9^{9^{9}}</answer>", "2", {}, 0.0),  # 3.7e8 digits: refused, not computed
     ("<answer>(x+1)^{1000}</answer>", "2", {}, 0.0),  # 1001 terms once expanded: refused
     ("<answer>2^{10}</answer>", "1024", {}, 1.0),  # small powers are fine
+    (r"<answer>\binom{10}{3}</answer>", "120", {}, 1.0),  # ...and small binomials
+    (r"<answer>\Gamma(5)</answer>", "24", {}, 1.0),
+    (r"<answer>\sum_{k=1}^{10} k</answer>", "55", {}, 1.0),
+    (r"<answer>\sin(\cos(\tan(0)))</answer>", r"\sin(1)", {}, 1.0),  # calls nested 3 deep
 ]
 
 
@@ -85,15 +92,26 @@ def test_math_bad_source_raises():
         run("<answer>3</answer>", "3", source="last")
 
 
-@pytest.mark.parametrize(
-    "completion",
-    ["<answer>9^{9^{9}}</answer>", "<answer>(10^{100})!</answer>", "<answer>0^{9^{9^{9}}}</answer>",
-     "<answer>x^{10^{6}}</answer>", "<answer>(a+b+c)^{50}</answer>"],
-)
-def test_math_refuses_costly_predictions_quickly(completion):
-    # Each of these runs for minutes or hours if compared; refused, it takes a parse (well under 1 s idle).
+COSTLY_ANSWERS = [
+    "9^{9^{9}}",
+    "(10^{100})!",
+    "0^{9^{9^{9}}}",
+    "x^{10^{6}}",
+    "(a+b+c)^{50}",
+    r"\binom{10^{6}}{500000}",  # computed by the parser itself
+    r"\Gamma(10^{6})",
+    r"{1000000 \choose 500000}",
+    r"\sum_{k=1}^{10^{9}} k^{k}",
+    r"\log(\log(\log(\log(\log(\log(\log(\log(2))))))))",
+    r"\det(\begin{pmatrix}a&b\\c&d\end{pmatrix})",
+]
+
+
+@pytest.mark.parametrize("answer", COSTLY_ANSWERS)
+def test_math_refuses_costly_predictions_quickly(answer):
+    # Each of these runs for minutes or hours if evaluated; refused, it costs at most a parse.
     start = time.perf_counter()
-    assert run(completion, "2") == 0.0
+    assert run(f"<answer>{answer}</answer>", "2") == 0.0
     assert time.perf_counter() - start < 5.0
 
 
@@ -113,12 +131,6 @@ LAST_BOXED_CASES = [
 @pytest.mark.parametrize("text,expected", LAST_BOXED_CASES)
 def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
-
-
-def test_bracket_depth():
-    assert bracket_depth("") == 0
-    assert bracket_depth(r"\frac{1}{\sqrt{2}}") == 2
-    assert bracket_depth(")))(") == 1  # stray closers do not go negative
 
 
 def test_docstring_examples():

@@ -114,7 +114,7 @@ def parse_number(text: str, *, percent_as_fraction: bool = False, words: bool = 
     "3/4", and a trailing "%" / "percent": ignored by default ("50%" is 50, so it matches a ground truth
     written "50"), divided by 100 with ``percent_as_fraction`` ("50%" is 0.5). Units after the number are
     ignored ("12 cm"). With ``words``, number words "zero" to "ninety-nine" are read, but only when the text
-    holds no digits at all, since "one" is also a pronoun. The last number is taken because a model's
+    has no number in digits, since "one" is also a pronoun. The last number is taken because a model's
     answer usually ends with its result ("3 + 4 = 7").
 
     >>> parse_number("about -1,234.5"), parse_number("3/4"), parse_number("1.5 x 10^3 m")

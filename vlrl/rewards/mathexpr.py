@@ -33,11 +33,16 @@ answer such as ``9^{9^{9}}`` would run for hours, so cheap checks stand in front
 comparison; each scores 0.0 without calling math-verify:
 
 - ``max_chars`` (default 2000): the text to compare (the ``\boxed{}`` content, or the region) is longer.
-  Parse time grows with length: about a second for 1,000 characters of ``1+1+…`` on one busy core.
+  Parse time grows with length: up to about 2 s for 2,000 characters of ``(1,2)\cup…`` on a busy core.
 - ``max_depth`` (default 10): brackets ``( [ {`` nest deeper than this. The LaTeX grammar's look-ahead
   is costly on nested brackets (around 0.1 s per level of parentheses); real answers nest 2–4 deep.
-- after parsing, the prediction would build an exact number of more than 10,000 digits (``9^{9^{9}}``,
-  ``(10^{100})!``) or expand to more than 200 terms (``(x+1)^{1000}``).
+- the text asks the parser itself to evaluate something large (``\binom{10^{6}}{500000}``), or the parsed
+  prediction would build a number of over 10,000 digits (``9^{9^{9}}``), expand or sum over 200 terms
+  (``(x+1)^{1000}``, ``\sum_{k=1}^{10^{9}}``) or nest function calls over 5 deep; see
+  :mod:`vlrl.rewards.mathcost`.
+
+These bound the cases found so far, not every way SymPy can be slow: the caller's per-call timeout
+remains the backstop.
 
 A caller's own timeout should raise an exception derived from ``BaseException``: math-verify catches
 ``Exception`` inside ``parse`` and ``verify``, and would turn one into an ordinary "no match".
@@ -46,7 +51,6 @@ A caller's own timeout should raise an exception derived from ``BaseException``:
 from __future__ import annotations
 
 import functools
-import math
 import re
 
 import math_verify.grader
@@ -55,6 +59,7 @@ import sympy
 from math_verify import parse, verify
 
 from vlrl.rewards.base import RewardInput, answer_region, register_reward
+from vlrl.rewards.mathcost import bracket_depth, text_too_costly, too_costly
 
 # math-verify warns once per process that its own timeouts are off; ours (vlrl.rewards.runner) are on, so
 # the warning would only mislead. (Module flags of math-verify 0.9; harmless where they do not exist.)
@@ -62,10 +67,10 @@ math_verify.grader.TIMEOUT_WARNING_SHOWN = True
 math_verify.parser.TIMEOUT_WARNING_SHOWN = True
 
 SOURCES = ("answer_or_boxed", "boxed", "answer")
-_MAX_DIGITS = 10_000  # exact numbers longer than this are not answers, and cost seconds to minutes each
-_MAX_TERMS = 200  # polynomial expansions: sympy's simplify takes ~0.5 s at 300 terms, ~12 s at 1000
 
-_DELIMITED_RE = re.compile(r"\$|\\\(|\\\[|\\boxed|\\fbox")
+_DELIMITED_RE = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")  # "\$" is a dollar sign, not math
+# A bare number in e-notation: math-verify reads "1e-3" as 1·e − 3, so it is rewritten as 1 \cdot 10^{-3}.
+_E_NOTATION_RE = re.compile(r"\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))[eE]([+-]?[0-9]+)\s*")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # \text{...}-like groups hold units or labels, and \commands are LaTeX: neither makes a text prose.
 _LATEX_WORDS_RE = re.compile(r"\\(?:text\w*|mathrm|mbox|operatorname)\s*\{[^{}]*\}|\\[A-Za-z]+")
@@ -102,10 +107,10 @@ def math_answer(
         if source == "boxed":
             return 0.0
         text = region
-    if not text.strip() or len(text) > max_chars or bracket_depth(text) > max_depth:
+    if not text.strip() or len(text) > max_chars or bracket_depth(text) > max_depth or text_too_costly(text):
         return 0.0
     pred = parse_math(text)
-    if not pred or any(_too_costly(p) for p in pred):
+    if not pred or any(too_costly(p) for p in pred):
         return 0.0
     return 1.0 if verify(list(truth), pred, timeout_seconds=None, raise_on_error=False) else 0.0
 
@@ -128,6 +133,9 @@ def parse_math(text: str) -> list:
     >>> parse_math(r"2\sqrt{2}")[0]
     2*sqrt(2)
     """
+    number = _E_NOTATION_RE.fullmatch(text)
+    if number:
+        text = rf"{number[1]} \cdot 10^{{{number[2]}}}"
     if _DELIMITED_RE.search(text):
         return _parse(text)
     if _is_prose(text):
@@ -171,80 +179,3 @@ def last_boxed(text: str) -> str | None:
         if open_at in closing:
             return text[open_at + 1:closing[open_at]].strip()
     return None
-
-
-def bracket_depth(text: str) -> int:
-    """Deepest nesting of ``( [ {`` in ``text`` (a stray closer does not go below zero).
-
-    >>> bracket_depth("f((x)) + [y]")
-    2
-    """
-    depth = deepest = 0
-    for char in text:
-        if char in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in ")]}":
-            depth = max(depth - 1, 0)
-    return deepest
-
-
-def _too_costly(expr: object) -> bool:
-    """Whether comparing ``expr`` could build an exact number over _MAX_DIGITS digits or expand into more
-    than _MAX_TERMS terms. Strings (math-verify's unparsed matches) cost nothing."""
-    if isinstance(expr, sympy.MatrixBase):
-        return any(_too_costly(e) for e in expr)
-    if not isinstance(expr, sympy.Basic):
-        return False
-    try:
-        _, digits, terms = _size(expr)
-    except RecursionError:  # a tree this deep is no answer either
-        return True
-    return not (digits <= _MAX_DIGITS and terms <= _MAX_TERMS)  # NaN counts as too costly
-
-
-def _size(expr: sympy.Basic) -> tuple[float, float, float]:
-    """Upper bounds (magnitude, digits, terms) for ``expr``: log10 of its absolute value, the decimal
-    digits of the largest exact number evaluating it builds, and its term count once expanded.
-
-    Symbols count as magnitude 1 (about 10) so that ``x^{10^{6}}`` is caught too. Bounds saturate at inf.
-    """
-    if isinstance(expr, sympy.Rational):  # Integer included
-        p, q = abs(int(expr.p)), int(expr.q)
-        if p == 0:
-            return 0.0, 1.0, 1.0
-        return math.log10(p) - math.log10(q), math.log10(max(p, q)) + 1, 1.0
-    if isinstance(expr, sympy.Float):
-        value = abs(float(expr))
-        magnitude = math.log10(value) if 0 < value < math.inf else (0.0 if value == 0 else math.inf)
-        return magnitude, max(magnitude, 0.0), 1.0
-    if not expr.args:  # symbols, pi, E, infinity
-        return 1.0, 1.0, 1.0
-    sizes = [_size(a) for a in expr.args]
-    digits = max(s[1] for s in sizes)
-    if isinstance(expr, sympy.Pow):
-        (base_mag, base_digits, base_terms), (exp_mag, _, exp_terms) = sizes
-        power = _pow10(exp_mag) * (1 + 1e-9)  # bound on |exponent|; 10**log10(24) may come out below 24
-        terms = base_terms + exp_terms
-        if expr.base.free_symbols:  # (x + 1)^n may be expanded: C(n + k - 1, k - 1) terms for k summands
-            fits = power <= _MAX_TERMS and base_terms <= _MAX_TERMS
-            terms = math.comb(int(power) + int(base_terms) - 1, int(base_terms) - 1) if fits else math.inf
-        return _times(abs(base_mag), power), max(digits, _times(max(abs(base_mag), base_digits), power)), terms
-    if isinstance(expr, (sympy.factorial, sympy.factorial2, sympy.subfactorial, sympy.binomial)):
-        n = _pow10(sizes[0][0])
-        magnitude = n * math.log10(n) if n > 1 else 1.0
-        return magnitude, max(digits, magnitude), 1.0
-    if isinstance(expr, sympy.Mul):
-        magnitude = sum(s[0] for s in sizes)
-        return magnitude, max(digits, sum(s[1] for s in sizes)), math.prod(s[2] for s in sizes)
-    magnitude = max(s[0] for s in sizes) + math.log10(len(sizes))
-    return magnitude, digits, sum(s[2] for s in sizes)
-
-
-def _pow10(x: float) -> float:
-    return math.inf if x > 300 else 10.0**x
-
-
-def _times(a: float, b: float) -> float:
-    # 0 * inf is NaN, which would slip through every comparison; a zero factor wins.
-    return 0.0 if a == 0 or b == 0 else a * b
