@@ -96,6 +96,11 @@ class AlgorithmConfig:
     advantage: Literal["grpo", "drgrpo", "rloo"] = option(
         "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
     )
+    positive_advantage_weight: float = option(
+        1.0, "Multiply positive advantages by this (W-REINFORCE, arXiv 2506.01347, uses 0.1): a weight below 1 "
+        "favours pushing down wrong samples over reinforcing right ones, which keeps rarely sampled answers alive; "
+        "1.0 disables.",
+    )
     clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
     clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
     ratio_level: Literal["token", "sequence"] = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")
