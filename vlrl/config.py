@@ -101,6 +101,11 @@ class AlgorithmConfig:
         "favours pushing down wrong samples over reinforcing right ones, which keeps rarely sampled answers alive; "
         "1.0 disables.",
     )
+    split_duplicates: bool = option(
+        False, "Divide each completion's advantage by the number of identical completions in its group, so an "
+        "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "
+        "of equally rewarded answers fastest, and the others die out).",
+    )
     clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
     clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
     ratio_level: Literal["token", "sequence"] = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")

@@ -9,6 +9,7 @@ from vlrl.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     groups_with_signal,
+    split_duplicates,
     weight_positive,
 )
 
@@ -117,3 +118,18 @@ def test_weight_positive_one_is_identity_and_negative_rejected():
     assert weight_positive(adv, 1.0) is adv
     with pytest.raises(ValueError, match="positive advantage weight"):
         weight_positive(adv, -0.1)
+
+
+def test_split_duplicates_by_hand():
+    # group 0: rows 0, 1, 3 are the same completion [5, 6] (3 copies), row 2 is [7] -> divide by 3, 3, 1, 3
+    #   [0.3, 0.3, -0.9, 0.3] -> [0.1, 0.1, -0.9, 0.1]
+    # group 1: [5, 6] and [5, 6, 9] differ (the third token is real in one, padding in the other); the two [8, 8]
+    #   rows differ from each other only at a masked position, so they count as 2 copies: [1, -1, 0.5, 0.5] ->
+    #   [1, -1, 0.25, 0.25]
+    ids = torch.tensor([[5, 6, 0], [5, 6, 0], [7, 0, 0], [5, 6, 0],
+                        [5, 6, 0], [5, 6, 9], [8, 8, 1], [8, 8, 2]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0],
+                         [1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 0]])
+    adv = torch.tensor([0.3, 0.3, -0.9, 0.3, 1.0, -1.0, 0.5, 0.5])
+    out = split_duplicates(adv, ids, mask, group_size=4)
+    torch.testing.assert_close(out, torch.tensor([0.1, 0.1, -0.9, 0.1, 1.0, -1.0, 0.25, 0.25]))

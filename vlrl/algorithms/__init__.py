@@ -5,6 +5,7 @@ from vlrl.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     groups_with_signal,
+    split_duplicates,
     weight_positive,
 )
 from vlrl.algorithms.kl import KL_ESTIMATORS, kl_penalty
@@ -22,6 +23,7 @@ __all__ = [
     "groups_with_signal",
     "kl_penalty",
     "policy_loss",
+    "split_duplicates",
     "token_logprobs",
     "weight_positive",
 ]
