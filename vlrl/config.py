@@ -102,7 +102,7 @@ class AlgorithmConfig:
         "1.0 disables.",
     )
     split_duplicates: bool = option(
-        False, "Divide each completion's advantage by the number of identical completions in its group, so an "
+        True, "Divide each completion's advantage by the number of identical completions in its group, so an "
         "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "
         "of equally rewarded answers fastest, and the others die out).",
     )
