@@ -96,11 +96,6 @@ class AlgorithmConfig:
     advantage: Literal["grpo", "drgrpo", "rloo"] = option(
         "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
     )
-    positive_advantage_weight: float = option(
-        1.0, "Multiply positive advantages by this (W-REINFORCE, arXiv 2506.01347, uses 0.1): a weight below 1 "
-        "favours pushing down wrong samples over reinforcing right ones, which keeps rarely sampled answers alive; "
-        "1.0 disables.",
-    )
     split_duplicates: bool = option(
         True, "Divide each completion's advantage by the number of identical completions in its group, so an "
         "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "

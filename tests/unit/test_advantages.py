@@ -10,7 +10,6 @@ from vlrl.algorithms.advantages import (
     compute_advantages,
     groups_with_signal,
     split_duplicates,
-    weight_positive,
 )
 
 REWARDS_1001 = torch.tensor([1.0, 0.0, 0.0, 1.0])
@@ -102,22 +101,6 @@ def test_groups_with_signal():
     assert groups_with_signal(rewards, group_size=4, atol=1e-2).tolist() == [True, False, False, False]
     with pytest.raises(ValueError, match="N=16.*group_size=5"):
         groups_with_signal(rewards, group_size=5)
-
-
-def test_weight_positive_by_hand():
-    # drgrpo on [1, 0, 0, 1] gives [0.5, -0.5, -0.5, 0.5]; weight 0.1 scales only the positives: 0.5 * 0.1 = 0.05
-    adv = compute_advantages(REWARDS_1001, group_size=4, method="drgrpo")
-    torch.testing.assert_close(weight_positive(adv, 0.1), torch.tensor([0.05, -0.5, -0.5, 0.05]))
-    # a group [3, 0, 0] (mean 1): [2, -1, -1] -> [0.5, -1, -1] with weight 0.25; zeros stay zero
-    adv = compute_advantages(torch.tensor([3.0, 0.0, 0.0, 0.7, 0.7, 0.7]), group_size=3, method="drgrpo")
-    torch.testing.assert_close(weight_positive(adv, 0.25), torch.tensor([0.5, -1.0, -1.0, 0.0, 0.0, 0.0]))
-
-
-def test_weight_positive_one_is_identity_and_negative_rejected():
-    adv = torch.tensor([0.5, -0.5])
-    assert weight_positive(adv, 1.0) is adv
-    with pytest.raises(ValueError, match="positive advantage weight"):
-        weight_positive(adv, -0.1)
 
 
 def test_split_duplicates_by_hand():

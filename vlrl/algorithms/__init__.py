@@ -6,7 +6,6 @@ from vlrl.algorithms.advantages import (
     compute_advantages,
     groups_with_signal,
     split_duplicates,
-    weight_positive,
 )
 from vlrl.algorithms.kl import KL_ESTIMATORS, kl_penalty
 from vlrl.algorithms.logprobs import token_logprobs
@@ -25,5 +24,4 @@ __all__ = [
     "policy_loss",
     "split_duplicates",
     "token_logprobs",
-    "weight_positive",
 ]

@@ -17,14 +17,6 @@ exposed as a mask (``groups_with_signal``) for the caller to filter and refill w
 
 ``split_duplicates`` divides each advantage by the number of identical completions in the group (see its
 docstring); it is not from a paper.
-
-``weight_positive`` rescales the positive advantages only (negative ones unchanged), after the estimator. It
-follows W-REINFORCE (Zhu et al., arXiv 2506.01347), which weighs positive samples by lambda = 0.1: pushing
-down wrong samples moves their probability to the other answers in proportion to their current probability,
-which keeps the policy's answers diverse, whereas reinforcing right samples sharpens it onto them. Departure:
-the paper applies lambda to a reward of +1 / -1 with no baseline; here it applies to group-relative advantages.
-
-Layout: rewards are *group-contiguous*, rows ``[g*G:(g+1)*G]`` being the G completions of prompt g.
 """
 
 from __future__ import annotations
@@ -92,16 +84,6 @@ def compute_advantages(rewards: Tensor, group_size: int, method: str, eps: float
         rewards = rewards.float()
     grouped = _grouped(rewards, group_size)  # [P, G]
     return ADVANTAGE_ESTIMATORS[method](grouped, eps).reshape(-1)
-
-
-def weight_positive(advantages: Tensor, weight: float) -> Tensor:
-    """Advantages with every positive entry multiplied by ``weight`` (W-REINFORCE's lambda, see the module
-    docstring); negative and zero entries unchanged. ``weight=1`` returns the input as it is."""
-    if weight < 0:
-        raise ValueError(f"positive advantage weight must be >= 0, got {weight}")
-    if weight == 1.0:
-        return advantages
-    return torch.where(advantages > 0, advantages * weight, advantages)
 
 
 def split_duplicates(advantages: Tensor, completion_ids: Tensor, mask: Tensor, group_size: int) -> Tensor:
