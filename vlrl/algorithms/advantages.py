@@ -17,6 +17,8 @@ exposed as a mask (``groups_with_signal``) for the caller to filter and refill w
 
 ``split_duplicates`` divides each advantage by the number of identical completions in the group (see its
 docstring); it is not from a paper.
+
+Layout: rewards are *group-contiguous*, rows ``[g*G:(g+1)*G]`` being the G completions of prompt g.
 """
 
 from __future__ import annotations
