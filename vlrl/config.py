@@ -106,6 +106,11 @@ class AlgorithmConfig:
     advantage: Literal["grpo", "drgrpo", "rloo"] = option(
         "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
     )
+    split_duplicates: bool = option(
+        True, "Divide each completion's advantage by the number of identical completions in its group, so an "
+        "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "
+        "of equally rewarded answers fastest, and the others die out).",
+    )
     clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
     clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
     ratio_level: Literal["token", "sequence"] = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")

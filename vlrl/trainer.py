@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from vlrl.algorithms import compute_advantages, groups_with_signal
+from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
 from vlrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from vlrl.config import Config
 from vlrl.config_loader import save_config
@@ -165,6 +165,8 @@ class Trainer:
         with timer("advantage"):
             rewards = scores.total.to(batch.input_ids.device)
             advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
+            if cfg.algorithm.split_duplicates:
+                advantages = split_duplicates(advantages, rollouts.completion_ids, rollouts.completion_mask, G)
             keep = torch.ones_like(rewards, dtype=torch.bool)
             if cfg.algorithm.dynamic_sampling:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)

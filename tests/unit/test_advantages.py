@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 
-from vlrl.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, groups_with_signal
+from vlrl.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    compute_advantages,
+    groups_with_signal,
+    split_duplicates,
+)
 
 REWARDS_1001 = torch.tensor([1.0, 0.0, 0.0, 1.0])
 
@@ -96,3 +101,18 @@ def test_groups_with_signal():
     assert groups_with_signal(rewards, group_size=4, atol=1e-2).tolist() == [True, False, False, False]
     with pytest.raises(ValueError, match="N=16.*group_size=5"):
         groups_with_signal(rewards, group_size=5)
+
+
+def test_split_duplicates_by_hand():
+    # group 0: rows 0, 1, 3 are the same completion [5, 6] (3 copies), row 2 is [7] -> divide by 3, 3, 1, 3
+    #   [0.3, 0.3, -0.9, 0.3] -> [0.1, 0.1, -0.9, 0.1]
+    # group 1: [5, 6] and [5, 6, 9] differ (the third token is real in one, padding in the other); the two [8, 8]
+    #   rows differ from each other only at a masked position, so they count as 2 copies: [1, -1, 0.5, 0.5] ->
+    #   [1, -1, 0.25, 0.25]
+    ids = torch.tensor([[5, 6, 0], [5, 6, 0], [7, 0, 0], [5, 6, 0],
+                        [5, 6, 0], [5, 6, 9], [8, 8, 1], [8, 8, 2]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0],
+                         [1, 1, 0], [1, 1, 1], [1, 1, 0], [1, 1, 0]])
+    adv = torch.tensor([0.3, 0.3, -0.9, 0.3, 1.0, -1.0, 0.5, 0.5])
+    out = split_duplicates(adv, ids, mask, group_size=4)
+    torch.testing.assert_close(out, torch.tensor([0.1, 0.1, -0.9, 0.1, 1.0, -1.0, 0.25, 0.25]))

@@ -1,7 +1,12 @@
 """GRPO-family algorithms: advantages from rewards, KL estimators, the clipped policy loss, and chunked
 log-probs. Pure tensor functions behind small registries; no model, optimiser or trainer state."""
 
-from vlrl.algorithms.advantages import ADVANTAGE_ESTIMATORS, compute_advantages, groups_with_signal
+from vlrl.algorithms.advantages import (
+    ADVANTAGE_ESTIMATORS,
+    compute_advantages,
+    groups_with_signal,
+    split_duplicates,
+)
 from vlrl.algorithms.kl import KL_ESTIMATORS, kl_penalty
 from vlrl.algorithms.logprobs import token_logprobs
 from vlrl.algorithms.loss import AGGREGATIONS, RATIO_LEVELS, LossStats, aggregate, policy_loss
@@ -17,5 +22,6 @@ __all__ = [
     "groups_with_signal",
     "kl_penalty",
     "policy_loss",
+    "split_duplicates",
     "token_logprobs",
 ]

@@ -15,6 +15,9 @@ the completion then shares that advantage. Estimators:
 Departures: none in the formulas. Where they differ from the papers is only that DAPO's dynamic sampling is
 exposed as a mask (``groups_with_signal``) for the caller to filter and refill with, not done here.
 
+``split_duplicates`` divides each advantage by the number of identical completions in the group (see its
+docstring); it is not from a paper.
+
 Layout: rewards are *group-contiguous*, rows ``[g*G:(g+1)*G]`` being the G completions of prompt g.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 # Each estimator maps grouped rewards [P, G] (float) to advantages [P, G].
@@ -82,6 +86,26 @@ def compute_advantages(rewards: Tensor, group_size: int, method: str, eps: float
         rewards = rewards.float()
     grouped = _grouped(rewards, group_size)  # [P, G]
     return ADVANTAGE_ESTIMATORS[method](grouped, eps).reshape(-1)
+
+
+def split_duplicates(advantages: Tensor, completion_ids: Tensor, mask: Tensor, group_size: int) -> Tensor:
+    """Advantages [N] with each divided by how many completions of its group are identical to it (itself
+    included), so that a completion sampled k times weighs as much in the update as one sampled once.
+
+    completion_ids, mask: [N, T] group-contiguous; tokens where mask is 0 are ignored when comparing. Why: with
+    a softmax policy the gradient on an answer's logit is proportional to its probability, so answers that
+    earn the same reward (every colour word before the image is read) grow fastest where already most likely,
+    and the rarer ones die out; sharing the weight among duplicates damps that.
+    """
+    if completion_ids.shape != mask.shape or completion_ids.shape[0] != advantages.shape[0]:
+        raise ValueError(f"completion_ids {tuple(completion_ids.shape)}, mask {tuple(mask.shape)} and advantages "
+                         f"{tuple(advantages.shape)} must agree on N")
+    ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, -1))
+    grouped = _grouped(torch.arange(ids.shape[0], device=ids.device), group_size)  # [P, G] row numbers
+    seqs = ids[grouped]  # [P, G, T]
+    same = (seqs.unsqueeze(2) == seqs.unsqueeze(1)).all(-1)  # [P, G, G]
+    counts = same.sum(-1).reshape(-1)  # [N], >= 1
+    return advantages / counts.to(advantages.dtype)
 
 
 def groups_with_signal(rewards: Tensor, group_size: int, atol: float = 1e-6) -> Tensor:

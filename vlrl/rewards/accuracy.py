@@ -51,7 +51,10 @@ def exact_text(inp: RewardInput, fallback_to_completion: bool = True) -> float:
 def one_of(inp: RewardInput, options: Sequence[str] = (), fallback_to_completion: bool = True) -> float:
     """1.0 when the normalised answer region is one of ``options`` (right or wrong): a shaping term that
     rewards answering in the task's answer space (a colour word to a colour question, a letter to a
-    multiple-choice one) so that every valid answer keeps being sampled while the policy learns which is right.
+    multiple-choice one) while the policy learns which is right. It does not by itself keep every valid answer
+    sampled: on the tiny demo it sped learning up and the answers then collapsed to one per task. Next to a
+    ``format`` term, pass ``fallback_to_completion=False``: otherwise a bare untagged answer earns it too, and a
+    policy can learn to drop the tags (it did there; ``docs/tiny_demo_tuning.md``).
 
     >>> one_of(RewardInput("<answer> Blue </answer>", "red", "colour"), options=["red", "blue"])
     1.0
