@@ -107,7 +107,7 @@ class AlgorithmConfig:
         "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
     )
     split_duplicates: bool = option(
-        True, "Divide each completion's advantage by the number of identical completions in its group, so an "
+        False, "Divide each completion's advantage by the number of identical completions in its group, so an "
         "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "
         "of equally rewarded answers fastest, and the others die out).",
     )
