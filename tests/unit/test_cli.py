@@ -19,7 +19,8 @@ def leaf_keys(cls, prefix=""):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["models", "tiny", "--help"],
-                                  ["models", "random", "--help"], ["data", "synth", "--help"]])
+                                  ["models", "random", "--help"], ["data", "synth", "--help"],
+                                  ["rewards", "score", "--help"], ["rewards", "list", "--help"]])
 def test_help_exits_cleanly(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -41,3 +42,19 @@ def test_unknown_key_is_an_error_naming_valid_keys(capsys):
     assert main(["train", "optim.learning_rate=1e-3"]) == 2
     err = capsys.readouterr().err
     assert "optim.learning_rate" in err and "lr" in err
+
+
+def test_rewards_list_names_every_registered_reward(capsys):
+    from vlrl.rewards import registered_rewards
+
+    assert main(["rewards", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in registered_rewards():
+        assert f"\n{name}(" in "\n" + out, name
+    assert "detection(box_format='abs'" in out  # params with their defaults
+
+
+def test_overrides_after_options_and_unknown_arguments(capsys):
+    with pytest.raises(SystemExit):
+        main(["rewards", "list", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
