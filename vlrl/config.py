@@ -150,7 +150,8 @@ class TrainerConfig:
     progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")
     save_completions: int = option(
         0, "Every N steps write each completion, its row fields and the scores it got to "
-        "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never.",
+        "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never. In multi-process runs "
+        "only the main process's share is written.",
     )
 
 

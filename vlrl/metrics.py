@@ -69,11 +69,20 @@ class MetricsLogger:
 
 
 def truncate_jsonl(path: Path, step: int) -> None:
-    """Drop the lines of ``path`` (JSON objects with a ``step``) logged after ``step``."""
+    """Drop the lines of ``path`` (JSON objects with a ``step``) logged after ``step``, and any line a
+    killed run left half-written. Streams through a temporary file: completions.jsonl can be large."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in lines))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with path.open() as src, tmp.open("w") as dst:
+        for line in src:
+            try:
+                keep = json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False
+            if keep:
+                dst.write(line if line.endswith("\n") else line + "\n")
+    tmp.replace(path)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:

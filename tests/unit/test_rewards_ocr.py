@@ -24,6 +24,9 @@ OCR_CASES = [
     ("<answer>kitten</answer>", "sitting", {}, 1 - 3 / 7),
     ("<answer>abcd</answer>", "abef", {}, 0.5),  # exactly the threshold is kept (ANLS would zero it)
     ("<answer>abcd</answer>", "abef", {"threshold": 0.6}, 0.0),
+    # Exact boundaries with float error in (1 - threshold) * length: 1 edit in 5 at 0.8, 1 in 10 at 0.9.
+    ("<answer>abcdx</answer>", "abcde", {"threshold": 0.8}, 0.8),
+    ("<answer>abcdefghix</answer>", "abcdefghij", {"threshold": 0.9}, 0.9),
     ("<answer>abcd</answer>", "abxy", {"threshold": 0.0}, 0.5),  # no threshold: plain similarity
     ("<answer>abC</answer>", "abc", {"normalize": False}, 1 - 1 / 3),  # case counts without normalising
     ("<answer>STOP.</answer>", "stop", {}, 1 - 1 / 5),  # punctuation is part of the reading

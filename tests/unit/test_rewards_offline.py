@@ -79,6 +79,10 @@ def test_config_forms(tmp_path):
     recipe.write_text("reward:\n  terms: [{name: exact_text, weight: 3.0}]\n  workers: 0\n")
     assert run(tmp_path, [row], "--config", str(section))[1][0] == {"line": 1, "total": 2.0, "exact_text": 1.0}
     assert run(tmp_path, [row], "--config", str(recipe))[1][0]["total"] == 3.0
+    # A recipe without a reward section uses the default mix.
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("model: {path: tiny}\n")
+    assert run(tmp_path, [row], "--config", str(bare), "workers=0")[1][0]["total"] == 1.0 + 0.5
     # Overrides after the options apply to the reward section, on top of the file.
     assert run(tmp_path, [row], "--config", str(section), "normalize_weights=true")[1][0]["total"] == 1.0
 

@@ -64,3 +64,17 @@ def test_mixer_scores_a_vtriune_row():
     # An unknown param in verifier_parm is an error naming the row.
     with pytest.raises(ValueError, match="row 0"):
         mixer.score([inp], [{"verifier": "detection", "verifier_parm": {"nonsense": 1}}])
+
+
+def test_orsta_rows_with_null_fields():
+    # Orsta rows carry det_verifier_normalized and det_reward_ratio (all null) whatever the verifier.
+    nulls = {k: None for k in ("iou_max_label_first", "iou_max_iou_first", "iou_completeness", "map", "map50", "map75")}
+    math_row = {"verifier": "mathverify", "accuracy_ratio": 1.0, "format_ratio": 0.0,
+                "verifier_parm": {"det_verifier_normalized": None, "det_reward_ratio": nulls}}
+    assert from_vtriune(math_row)["terms"] == [{"name": "math", "weight": 1.0, "params": {}}]
+    RewardMixer(RewardConfig(workers=0)).terms_for("math", math_row)  # params accepted by `math`
+    det_row = {"verifier": "detection", "verifier_parm": {"det_reward_ratio": {**nulls, "map": 1.0}}}
+    assert [(t["name"], t["weight"]) for t in from_vtriune(det_row)["terms"]] == [("map", 1.0)]
+    # Ratios given but no completeness: V-Triune's weight is 0, not this package's default 0.5.
+    det_row["verifier_parm"]["det_reward_ratio"] = {"iou_max_iou_first": 1.0}
+    assert from_vtriune(det_row)["terms"][0]["params"]["completeness_weight"] == 0.0

@@ -51,6 +51,7 @@ from vlrl.rewards.vtriune import from_vtriune, is_vtriune
 logger = logging.getLogger(__name__)
 
 _TERM_KEYS = frozenset({"name", "weight", "params"})
+_MAIN_MODULES = frozenset({"__main__", "__mp_main__"})
 _ROW_SPEC_KEYS = frozenset({"terms", "weights", "params"})
 
 
@@ -223,19 +224,30 @@ class RewardMixer:
 
     def _call(self, term: RewardTerm, inp: RewardInput) -> RewardCall:
         fn = self._fns[term.name]
-        if self.workers == 0:
+        module = getattr(fn, "__module__", None)
+        if self.workers == 0 or module in _MAIN_MODULES:
+            # In process: also rewards defined in the main script or a notebook, which a worker cannot
+            # import (its own __main__ is a different module).
             return RewardCall(term.name, inp, term.params, fn=fn)
         # A registered name travels with its defining module so a worker can import it; "module:fn" and
         # file specs resolve themselves.
-        module = getattr(fn, "__module__", None) if ":" not in term.name else None
-        return RewardCall(term.name, inp, term.params, module=module)
+        return RewardCall(term.name, inp, term.params, module=None if ":" in term.name else module)
 
     def _run(self, calls: list[RewardCall]):
-        if self.workers == 0:
+        local = [i for i, c in enumerate(calls) if c.fn is not None]
+        if len(local) == len(calls):
             return run_inline(calls, self.timeout)
         if self._pool is None:
             self._pool = RewardPool(self.workers, self.timeout)
-        return self._pool.run(calls)
+        if not local:
+            return self._pool.run(calls)
+        remote = [i for i, c in enumerate(calls) if c.fn is None]
+        outcomes = [None] * len(calls)
+        for i, outcome in zip(remote, self._pool.run([calls[i] for i in remote]), strict=True):
+            outcomes[i] = outcome
+        for i, outcome in zip(local, run_inline([calls[i] for i in local], self.timeout), strict=True):
+            outcomes[i] = outcome
+        return outcomes
 
     def _parse_terms(self, specs: object, where: str) -> list[RewardTerm]:
         if not isinstance(specs, (list, tuple)):

@@ -17,6 +17,7 @@ similarity counts. Where this reward differs:
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 
 from vlrl.rewards.base import RewardInput, answer_region, register_reward
@@ -80,7 +81,8 @@ def similarity(a: str, b: str, threshold: float = 0.0) -> float:
     if longest == 0:
         return 1.0
     # similarity >= threshold  <=>  distance <= (1 - threshold) * longest
-    limit = int((1.0 - threshold) * longest) if threshold > 0 else None
+    # The epsilon keeps float error from rounding an exact boundary down: (1 - 0.8) * 5 = 0.9999999999999998.
+    limit = math.floor((1.0 - threshold) * longest + 1e-9) if threshold > 0 else None
     distance = levenshtein(a, b, limit)
     if limit is not None and distance > limit:
         return 0.0

@@ -27,6 +27,7 @@ Output lines: ``{"line": n, "id": ..., "total": x, "<component>": value or null,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -62,7 +63,8 @@ def load_reward_config(path: str | Path | None, overrides: list[str] = ()) -> Re
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
-    if isinstance(data, Mapping) and "reward" in data:
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if isinstance(data, Mapping) and data and set(data) <= sections:  # a training recipe
         return load_config(Config, path, [f"reward.{o}" for o in overrides]).reward
     return load_config(RewardConfig, path, overrides)
 

@@ -93,8 +93,8 @@ def soft_timeout(seconds: float | None):
     try:
         yield
     finally:
+        _ARMED.pop()  # first: an alarm landing from here on finds nothing armed and does nothing
         signal.setitimer(signal.ITIMER_REAL, 0)
-        _ARMED.pop()
         if previous not in (_on_alarm, signal.SIG_DFL, None):
             signal.signal(signal.SIGALRM, previous)
 
@@ -278,7 +278,10 @@ class RewardPool:
     @staticmethod
     def _next(worker: _Worker, queue: list, busy: dict) -> None:
         if queue:
-            worker.send(queue.pop())
+            try:
+                worker.send(queue.pop())
+            except OSError:  # died since its last answer: wait() reports the closed pipe, _replace resends
+                pass
             busy[worker.conn] = worker
 
     def _replace(self, worker: _Worker, results: list, queue: list, busy: dict, status: str) -> None:

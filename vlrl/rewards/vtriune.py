@@ -13,7 +13,7 @@ V-Triune                 here
 ``verifier: detection``  one term per non-zero ``verifier_parm.det_reward_ratio`` entry, weighted
                          ``accuracy_ratio · ratio / Σ ratios`` as V-Triune normalises them:
                          ``iou_max_iou_first`` / ``iou_max_label_first`` → ``detection`` with greedy matching
-                         and ``completeness_weight = iou_completeness``; ``map`` → ``map``; ``map50`` / ``map75``
+                         and ``completeness_weight = iou_completeness`` (0 when absent or null); ``map`` → ``map``; ``map50`` / ``map75``
                          → ``map`` at that single threshold. No ratios given: ``detection`` alone. The IoU
                          threshold is the dynamic schedule (the paper's setting); ``format`` as above but
                          without ``require_think``
@@ -38,7 +38,8 @@ from typing import Any
 
 VTRIUNE_KEYS = frozenset({"verifier", "verifier_parm", "accuracy_ratio", "format_ratio", "ground_truth",
                           "answer", "style"})
-_RUNTIME_KEYS = frozenset({"is_training", "step", "total_steps", "image_grid_thw", "image_path"})
+_RUNTIME_KEYS = frozenset({"is_training", "step", "total_steps", "image_grid_thw", "image_path", "verifier_style",
+                           "query"})
 _DET_RATIO_KEYS = ("iou_max_iou_first", "iou_max_label_first", "map", "map50", "map75")
 
 
@@ -64,11 +65,13 @@ def from_vtriune(spec: Mapping) -> dict:
     params = {k: v for k, v in params.items() if k not in _RUNTIME_KEYS}
     if params.pop("det_verifier_normalized", False):
         params.setdefault("box_format", "qwen2_5_vl")
+    # Orsta rows of every verifier carry det_reward_ratio (all null outside detection).
+    ratios = params.pop("det_reward_ratio", None)
     if verifier == "mathverify":
         terms = [_term("math", accuracy, params)]
         format_params = {"require_think": True, "partial_credit": True}
     elif verifier == "detection":
-        terms = _detection_terms(accuracy, params)
+        terms = _detection_terms(accuracy, params, ratios)
         format_params = {}
     else:
         terms = [_term(verifier, accuracy, params)]
@@ -78,19 +81,21 @@ def from_vtriune(spec: Mapping) -> dict:
     return {"terms": terms}
 
 
-def _detection_terms(accuracy: float, params: dict) -> list[dict]:
-    ratios = params.pop("det_reward_ratio", None) or {}
+def _detection_terms(accuracy: float, params: dict, ratios: Mapping | None) -> list[dict]:
+    ratios = ratios or {}
     if not isinstance(ratios, Mapping):
         raise ValueError(f"V-Triune reward spec: 'det_reward_ratio' must be an object, got {ratios!r}")
     unknown = sorted(set(ratios) - {*_DET_RATIO_KEYS, "iou_completeness"})
     if unknown:
         raise ValueError(f"V-Triune reward spec: unknown det_reward_ratio keys {unknown}")
-    weights = {k: _number(ratios.get(k, 0.0), f"det_reward_ratio.{k}") for k in _DET_RATIO_KEYS}
+    # Null ratios (how a dataset schema stores absent floats) count as 0, as V-Triune's server reads them.
+    weights = {k: _number(ratios.get(k) or 0.0, f"det_reward_ratio.{k}") for k in _DET_RATIO_KEYS}
     total = sum(weights.values())
     box = {k: params[k] for k in ("box_format", "max_boxes") if k in params}
     detection = {"iou_threshold": "dynamic", **params}
-    if "iou_completeness" in ratios:
-        detection["completeness_weight"] = _number(ratios["iou_completeness"], "det_reward_ratio.iou_completeness")
+    if ratios:  # V-Triune's completeness weight is 0 unless given
+        detection["completeness_weight"] = _number(ratios.get("iou_completeness") or 0.0,
+                                                   "det_reward_ratio.iou_completeness")
     if total <= 0:
         return [_term("detection", accuracy, detection)]
     terms = []
