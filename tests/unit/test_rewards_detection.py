@@ -249,7 +249,8 @@ MAP_CASES = [
     ([box(0, 10, "dog")], [box(0, 10, "cat")], None, 0.0),  # label mismatch
     ([box(0, 10, "Cat ")], [box(0, 10, "cat")], None, 1.0),  # normalised labels
     ([box(0, 10, "cat")], [box(0, 10)], None, 1.0),  # unlabelled truths: prediction labels ignored
-    ([box(0, 10), box(50, 60, "dog")], [box(0, 10, "cat")], None, 0.0),  # unlabelled pred is not a cat
+    # The unlabelled prediction competes for the cat (rank 1, exact: AP 1); "dog" has no truth class, ignored.
+    ([box(0, 10), box(50, 60, "dog")], [box(0, 10, "cat")], None, 1.0),
     ([box(0, 10, "cat"), box(50, 60, "zebra")], [box(0, 10, "cat")], None, 1.0),  # class absent from GT: ignored
     # Three truths, hits T F T: the interpolated_ap case above at every threshold.
     ([box(0, 10), box(90, 99), box(20, 30)], [box(0, 10), box(20, 30), box(40, 50)], None, 56 / 101),
@@ -295,3 +296,15 @@ def test_accuracy_routes_detection_rows_here():
     assert run(accuracy, "[[0,0,8,10]]", "[[0,0,10,10]]") == pytest.approx(0.9)
     assert run(accuracy, "[[0,0,8,10]]", "[[0,0,10,10]]", iou_threshold=0.85, threshold=0.1) == 0.0
     accuracy.check_params({"iou_threshold": "dynamic", "match": "greedy", "box_format": "rel1000"})
+
+
+def test_map_unlabelled_predictions_compete_in_every_class():
+    from vlrl.rewards import RewardInput, get_reward
+
+    truth = '[{"bbox_2d": [10, 10, 50, 50], "label": "cat"}]'
+    inp = RewardInput("<answer>[[10, 10, 50, 50]]</answer>", truth, "detection")
+    # One class (cat), one unlabelled prediction matching the truth exactly: AP 1 at every threshold.
+    assert get_reward("map")(inp) == 1.0
+    # A wrong label still does not match.
+    wrong = RewardInput('<answer>[{"bbox_2d": [10, 10, 50, 50], "label": "dog"}]</answer>', truth, "detection")
+    assert get_reward("map")(wrong) == 0.0

@@ -5,7 +5,8 @@ Follows the COCO evaluation protocol for a single image:
 - classes are the labels present in the ground truth (normalised: case folded, whitespace collapsed);
   unlabelled truths form one class of their own. When no truth has a label, prediction labels are
   ignored and everything is one class, so a model that names what it boxes is not punished on
-  label-free data;
+  label-free data. An unlabelled prediction competes in every class (as in ``detection``, where a missing
+  label matches any), so a model that boxes without naming is scored on its boxes;
 - predictions are ranked by confidence when every prediction gives one, else by output order (a
   generated list is usually most-confident-first; the sort is stable either way);
 - at each IoU threshold t (default 0.50:0.05:0.95) each prediction, in rank order, takes the
@@ -93,7 +94,7 @@ def mean_average_precision(
     total = 0.0
     classes = list(dict.fromkeys(truth_classes))
     for cls in classes:
-        rows = [k for k, c in enumerate(pred_classes) if c == cls]
+        rows = [k for k, c in enumerate(pred_classes) if c == cls or c is None]
         cols = [j for j, c in enumerate(truth_classes) if c == cls]
         for hits in ranked_hits(ious[np.ix_(rows, cols)], thresholds):
             total += interpolated_ap(hits, len(cols))
