@@ -192,7 +192,7 @@ def score_file(input_path: str | Path, out: TextIO, config: RewardConfig, batch_
         raise FileNotFoundError(f"input file not found: {path}")
     summary, errors = Summary(), []
     mixer = RewardMixer(config)
-    totals: list = []
+    parts: list = []  # Scores of each batch, merged for the summary
     start = time.perf_counter()
     bar = tqdm(unit=" lines", disable=not progress_bar, desc="scoring")
     try:
@@ -200,20 +200,20 @@ def score_file(input_path: str | Path, out: TextIO, config: RewardConfig, batch_
         for item in _read(path, skip_invalid, summary, errors):
             batch.append(item)
             if len(batch) == batch_size:
-                _score_batch(mixer, batch, out, summary, totals, bar)
+                _score_batch(mixer, batch, out, summary, parts, bar)
                 batch = []
         if batch:
-            _score_batch(mixer, batch, out, summary, totals, bar)
+            _score_batch(mixer, batch, out, summary, parts, bar)
     finally:
         bar.close()
         mixer.close()
     summary.seconds = time.perf_counter() - start
-    if totals:
-        summary.metrics = _merge_metrics(totals)
+    if parts:
+        summary.metrics = _merge_metrics(parts)
     return summary, errors
 
 
-def _score_batch(mixer, batch, out, summary, totals, bar) -> None:
+def _score_batch(mixer, batch, out, summary, parts, bar) -> None:
     inputs = [inp for _, _, inp, _ in batch]
     specs = [spec for _, _, _, spec in batch]
     try:
@@ -233,7 +233,7 @@ def _score_batch(mixer, batch, out, summary, totals, bar) -> None:
     summary.lines += len(batch)
     summary.parse_failures += scores.parse_failures
     summary.timeouts += scores.timeouts
-    totals.append(scores)
+    parts.append(scores)
     bar.update(len(batch))
 
 

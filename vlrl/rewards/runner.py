@@ -24,7 +24,6 @@ import importlib
 import logging
 import math
 import multiprocessing as mp
-import os
 import signal
 import threading
 import time
@@ -307,12 +306,3 @@ class RewardPool:
         fresh = _Worker(self._ctx, self.timeout)
         self._pool.append(fresh)
         self._next(fresh, queue, busy)
-
-
-def default_workers() -> int:
-    """Workers for a pool when the config says ``auto``: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
