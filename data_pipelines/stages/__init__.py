@@ -1,0 +1,1 @@
+"""Stages: caption, distill, rewrite, verify, curate — functions over ``datasets.Dataset``, cached on disk."""

@@ -1,0 +1,46 @@
+"""The teacher interface: a chat model the pipeline asks to caption, reason and rewrite.
+
+Messages are OpenAI chat messages whose content is a string or a list of parts, where an image part is
+``{"type": "image", "image": PIL.Image.Image}`` (each teacher converts it to what its backend needs: a
+base64 data URL for HTTP, pixels for a local model). ``identity`` names the teacher for cache keys: two
+teachers with the same identity must answer the same request the same way (up to sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict]
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class ChatReply:
+    """A teacher's answer to one request: ``text`` on success, else ``error`` says what failed."""
+
+    text: str | None
+    error: str | None = None
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens where the backend tells
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None
+
+
+class TeacherError(RuntimeError):
+    """A teacher cannot answer at all (bad configuration, server unreachable after every retry)."""
+
+
+class Teacher(Protocol):
+    identity: str
+
+    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
+        """One reply per request, in order; a failed request is a reply with ``error`` set, not an exception."""
+        ...
