@@ -18,6 +18,24 @@ train a real checkpoint, e.g.
 """
 
 
+DATA_BUILD_HELP = """\
+Build an RL dataset and a reasoning-chain dataset from images, in six stages:
+  1 collect  read the sources (image folders, HF datasets, COCO, RefCOCO, VLAA-Thinking, Orsta,
+             synthetic shapes and digits) into schema-v1 rows; malformed rows are dropped and counted
+  2 caption  a teacher VLM describes each image (setting, objects, verbatim text)
+  3 distill  a teacher reasoner answers from caption + question, with <think>/<answer> tags
+  4 rewrite  chains are rewritten to speak of the image, not of the caption
+  5 verify   chains whose answer the training verifier rejects are dropped
+  6 curate   dedupe, rule filters, visual-token budget, split into rl/ and chains/
+Teacher replies are cached in OUTPUT_DIR/teacher_cache.sqlite: rerunning after a crash or a kill sends only
+the requests that have no reply yet. OUTPUT_DIR/README.md and card.json count rows in and out per stage and
+source, and every dropped row with its reason is in OUTPUT_DIR/drops.jsonl.
+Example, with a local model as the teacher:
+  vlrl serve /models/Qwen2.5-VL-7B-Instruct --port 8000 &
+  vlrl data build configs/data/shapes_digits.yaml teacher.kind=openai teacher.model=Qwen2.5-VL-7B-Instruct
+"""
+
+
 def _train(args: argparse.Namespace) -> int:
     from vlrl.config import Config
     from vlrl.config_loader import ConfigError, load_config
@@ -145,6 +163,27 @@ def _data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_build(args: argparse.Namespace) -> int:
+    import logging
+
+    from data_pipelines.build import build
+    from data_pipelines.config import BuildConfig
+    from vlrl.config_loader import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cfg = load_config(BuildConfig, args.config, args.overrides)
+    card = build(cfg, config_name=args.config or "")
+    out = cfg.output_dir
+    for s in card["stages"]:
+        print(f"{s['stage']:>9}: {s['rows_in']:>6} in -> {s['rows_out']:>6} out"
+              + (f"  dropped {s['drops']}" if s["drops"] else ""))
+    rl, chains = card["outputs"]["rl_train"]["rows"], card["outputs"]["chains"]["rows"]
+    print(f"RL set: {out}/rl ({rl} train, {card['outputs']['rl_test']['rows']} test); reasoning chains: "
+          f"{out}/chains ({chains}); card: {out}/README.md; {card['dropped']} dropped rows in {out}/drops.jsonl")
+    print(f"train on it: vlrl train data.path={out}/rl model.path=...")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vlrl.config import Config, RewardConfig
     from vlrl.config_loader import format_help
@@ -201,6 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=56, help="image side in pixels (default 56)")
     synth.add_argument("--tasks", nargs="+", default=["colour", "count"], help="tasks to include")
     synth.set_defaults(fn=_data_synth)
+    from data_pipelines.config import BuildConfig
+
+    build = data.add_parser("build", help="run the dataset pipeline: collect, caption, distill, rewrite, verify, "
+                            "curate", description=DATA_BUILD_HELP, epilog=format_help(BuildConfig),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    build.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="build recipe (default: built-in "
+                       "defaults, a small shapes set with the programmatic teacher)")
+    build.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the recipe")
+    build.set_defaults(fn=_data_build)
     return parser
 
 

@@ -19,6 +19,9 @@ class ChatRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
+    # What the row knows that the prompt does not say (stage, task, scene); only the programmatic teacher
+    # reads it, and it is not part of the cache key.
+    metadata: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass

@@ -1,0 +1,136 @@
+"""``vlrl data build``: the six stages, from sources to an RL set and a reasoning-chain set.
+
+    collect ─► caption ─► distill ─► rewrite ─► verify ─┐
+       └──────────────────────────────────────────────► curate ─► rl/ (train, test), chains/, card
+
+Collect reads every source and validates every row against schema v1. The teacher stages ask through one
+reply cache (``<output_dir>/teacher_cache.sqlite``), so rerunning a build — after a crash, a kill, or a
+change to a later stage — sends only the requests that have no reply yet. Each stage's output is saved
+under ``<output_dir>/stages/`` for inspection. Curate filters every collected row (the RL set needs no chain)
+and takes the chain set from the rows that survived verify.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import datasets
+
+from data_pipelines.cache import ReplyCache
+from data_pipelines.card import histogram, stage_entry, write_card
+from data_pipelines.config import BuildConfig, TeacherConfig
+from data_pipelines.records import Drop, to_schema_row
+from data_pipelines.stages.caption import caption
+from data_pipelines.stages.curate import curate
+from data_pipelines.stages.distill import distill
+from data_pipelines.stages.rewrite import rewrite
+from data_pipelines.stages.teach import StageResult
+from data_pipelines.stages.verify import verify
+from vlrl.config_loader import ConfigError, save_config
+from vlrl.data.schema import SCHEMA_FEATURES, RowError, validate_row
+
+log = logging.getLogger(__name__)
+
+
+def make_teacher(base: TeacherConfig, overrides: dict):
+    """The teacher a stage asks: the top-level ``teacher`` section with the stage's overrides applied."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TeacherConfig)})
+    if unknown:
+        raise ConfigError(f"teacher overrides: unknown keys {unknown}; valid: "
+                          f"{[f.name for f in dataclasses.fields(TeacherConfig)]}")
+    cfg = dataclasses.replace(base, **overrides)
+    if cfg.kind == "openai":
+        from data_pipelines.teachers.openai_http import OpenAITeacher
+
+        if not cfg.model:
+            raise ConfigError("teacher.model: the openai teacher needs a model name")
+        return OpenAITeacher(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env,
+                             max_concurrency=cfg.max_concurrency, retries=cfg.retries, timeout_s=cfg.timeout_s)
+    if cfg.kind == "local":
+        from data_pipelines.teachers.local import LocalTeacher
+
+        if not cfg.model:
+            raise ConfigError("teacher.model: the local teacher needs a checkpoint path")
+        return LocalTeacher(cfg.model)
+    if cfg.kind == "programmatic":
+        from data_pipelines.teachers.programmatic import ProgrammaticTeacher
+
+        return ProgrammaticTeacher()
+    raise ConfigError(f"teacher.kind must be 'openai', 'local' or 'programmatic', got {cfg.kind!r}")
+
+
+def collect(cfg: BuildConfig) -> StageResult:
+    """Stage 1: every source's rows, validated against schema v1; ids must be unique across sources."""
+    from data_pipelines.sources.registry import load_source
+
+    rows, drops, seen, per_source = [], [], set(), {}
+    for spec in cfg.sources:
+        result = load_source(spec)
+        drops += result.drops
+        kept = 0
+        for index, row in enumerate(result.rows):
+            schema_row = to_schema_row(row)
+            try:
+                validate_row(schema_row, index)
+            except RowError as e:
+                drops.append(Drop(str(row.get("id") or f"{result.name}:{index}"), "collect", "schema_error", str(e)))
+                continue
+            if schema_row["id"] in seen:
+                drops.append(Drop(schema_row["id"], "collect", "duplicate_id", f"id repeated by source {result.name!r}"))
+                continue
+            seen.add(schema_row["id"])
+            rows.append(schema_row)
+            kept += 1
+        per_source[result.name] = {"rows": kept, "dropped": len(result.rows) - kept + len(result.drops)}
+        log.info("source %s: %d rows, %d dropped", result.name, kept, per_source[result.name]["dropped"])
+    ds = datasets.Dataset.from_list(rows, features=SCHEMA_FEATURES)
+    return StageResult(ds, drops, {"sources": per_source})
+
+
+def build(cfg: BuildConfig, config_name: str = "") -> dict:
+    """Run every stage; write ``rl/``, ``chains/``, ``card.json``, ``README.md`` and ``drops.jsonl``."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "build_config.yaml")
+    cache = ReplyCache(out / "teacher_cache.sqlite")
+    stages, drops = [], []
+
+    def record(name: str, rows_in, result: StageResult) -> datasets.Dataset:
+        result.ds.save_to_disk(str(out / "stages" / f"{len(stages) + 1}_{name}"))
+        drops.extend(result.drops)
+        stages.append(stage_entry(name, rows_in, result.ds, result.drops, result.stats))
+        return result.ds
+
+    try:
+        collected = record("collect", None, collect(cfg))
+        ds = collected
+        for name, fn in (("caption", caption), ("distill", distill), ("rewrite", rewrite)):
+            stage_cfg = getattr(cfg, name)
+            if stage_cfg.enabled:
+                teacher = make_teacher(cfg.teacher, stage_cfg.teacher)
+                ds = record(name, ds, fn(ds, teacher, cache, stage_cfg, batch_size=cfg.teacher.batch_size))
+        if cfg.verify.enabled:
+            ds = record("verify", ds, verify(ds, cfg.verify))
+        result, sets = curate(collected, ds, cfg.curate, seed=cfg.seed)
+        record("curate", collected, result)
+    finally:
+        cache.close()
+    if cfg.pass_rate.enabled:
+        from data_pipelines.stages.pass_rate import pass_rate_filter
+
+        sets["rl"]["train"], pr = pass_rate_filter(sets["rl"]["train"], cfg.pass_rate, cfg.seed)
+        drops.extend(pr.drops)
+        stages.append(stage_entry("pass_rate", pr.ds_in, sets["rl"]["train"], pr.drops, pr.stats))
+    datasets.DatasetDict(sets["rl"]).save_to_disk(str(out / "rl"))
+    datasets.DatasetDict(train=sets["chains"]).save_to_disk(str(out / "chains"))
+    card = {
+        "config": config_name or "defaults",
+        "stages": stages,
+        "dropped": len(drops),
+        "outputs": {"rl_train": histogram(sets["rl"]["train"]), "rl_test": histogram(sets["rl"]["test"]),
+                    "chains": histogram(sets["chains"])},
+    }
+    write_card(out, card, drops)
+    return card

@@ -1,0 +1,89 @@
+"""The dataset card: what went in, what came out, and why every missing row is missing.
+
+``card.json`` is the machine-readable record; ``README.md`` (the HF dataset-card convention) renders it for
+people. Both are rewritten at the end of every build.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from data_pipelines.records import Drop, drop_counts
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+
+
+def answer_kind(answer: str, task: str) -> str:
+    """A coarse type of a ground-truth answer, for the card's histogram."""
+    text = answer.strip()
+    if task in ("grounding", "detection") or text.startswith("[") or text.startswith("{"):
+        return "boxes"
+    if _NUMBER.match(text.replace(",", "")):
+        return "number"
+    if re.fullmatch(r"[A-Z]", text):
+        return "letter"
+    if any(c in text for c in "\\^=/") or text.startswith("$"):
+        return "expression"
+    return "text"
+
+
+def histogram(ds) -> dict:
+    tasks = Counter(ds["task"])
+    kinds = Counter(answer_kind(a, t) for a, t in zip(ds["answer"], ds["task"], strict=True))
+    return {"rows": len(ds), "task": dict(sorted(tasks.items())), "answer_kind": dict(sorted(kinds.items())),
+            "data_source": dict(sorted(Counter(ds["data_source"]).items()))}
+
+
+def stage_entry(name: str, rows_in, rows_out, drops: list[Drop], stats: dict) -> dict:
+    """One stage's line of the card: counts overall and per data source, drops by reason."""
+    sources_in = Counter(rows_in["data_source"]) if rows_in is not None else Counter()
+    sources_out = Counter(rows_out["data_source"])
+    per_source = {s: {"in": sources_in.get(s, 0), "out": sources_out.get(s, 0)}
+                  for s in sorted(set(sources_in) | set(sources_out))}
+    return {
+        "stage": name,
+        "rows_in": len(rows_in) if rows_in is not None else len(rows_out) + len(drops),
+        "rows_out": len(rows_out),
+        "per_source": per_source,
+        "drops": drop_counts(drops).get(name, {}) if drops else {},
+        "drops_by_step": drop_counts(drops),
+        "stats": stats,
+    }
+
+
+def write_card(out_dir: Path, card: dict, drops: list[Drop]) -> None:
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    with open(out_dir / "drops.jsonl", "w") as f:
+        for d in drops:
+            f.write(json.dumps({"id": d.id, "step": d.step, "reason": d.reason, "detail": d.detail}) + "\n")
+    (out_dir / "README.md").write_text(render(card))
+
+
+def render(card: dict) -> str:
+    lines = ["# Dataset card", "", f"Built by `vlrl data build` with `{card['config']}`.", "",
+             "## Stages", "", "| stage | rows in | rows out | dropped (reason: count) | teacher requests |",
+             "|---|---|---|---|---|"]
+    for s in card["stages"]:
+        dropped = ", ".join(f"{step}/{r}: {n}" if step != s["stage"] else f"{r}: {n}"
+                            for step, reasons in s["drops_by_step"].items() for r, n in reasons.items()) or "-"
+        teach = s["stats"]
+        asked = (f"{teach['asked']} sent, {teach['cached']} cached, {teach['failed']} failed"
+                 if "asked" in teach else "-")
+        lines.append(f"| {s['stage']} | {s['rows_in']} | {s['rows_out']} | {dropped} | {asked} |")
+    lines += ["", "## Rows per data source and stage", "",
+              "| data source | " + " | ".join(s["stage"] for s in card["stages"]) + " |",
+              "|---|" + "---|" * len(card["stages"])]
+    sources = sorted({src for s in card["stages"] for src in s["per_source"]})
+    for src in sources:
+        cells = [str(s["per_source"].get(src, {}).get("out", 0)) for s in card["stages"]]
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
+    for name in ("rl_train", "rl_test", "chains"):
+        h = card["outputs"][name]
+        lines += ["", f"## {name}: {h['rows']} rows", "",
+                  "- tasks: " + (", ".join(f"{k} {v}" for k, v in h["task"].items()) or "-"),
+                  "- answer kinds: " + (", ".join(f"{k} {v}" for k, v in h["answer_kind"].items()) or "-")]
+    lines += ["", f"Every dropped row, with its id and the details, is in `drops.jsonl` ({card['dropped']} rows).", ""]
+    return "\n".join(lines)

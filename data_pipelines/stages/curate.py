@@ -1,0 +1,127 @@
+"""Stage 6, curate: rule filters, duplicate removal, the visual-token budget, and the split into two sets.
+
+Filters run on every collected row (the RL set does not need a reasoning chain); the reasoning-chain set is
+the curated rows whose chain survived rewrite and verify. Each dropped row is a :class:`Drop` with its
+reason: ``answer_too_long``, ``too_many_boxes``, ``box_too_small``, ``box_outside_image``, ``duplicate``,
+``over_token_budget``.
+
+The budget counts a row's prompt exactly as training will — the chat template, the images resized within
+``min_pixels``/``max_pixels`` and expanded to their vision tokens — through ``vlrl.data.PromptEncoder``; a row
+over ``max_prompt_tokens`` is dropped, never truncated (truncating would cut image tokens or the question).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from data_pipelines.cache import image_digest
+from data_pipelines.config import CurateConfig
+from data_pipelines.records import Drop
+from data_pipelines.stages.teach import StageResult, iter_rows
+from vlrl.rewards.accuracy import normalize_text
+from vlrl.rewards.boxes import parse_boxes
+
+STAGE = "curate"
+BOX_TASKS = ("grounding", "detection")
+
+
+def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[StageResult, dict]:
+    """Filter ``collected`` and split it. Returns the curated rows and ``{"rl": DatasetDict-ready dict of
+    splits, "chains": Dataset}``."""
+    counter = _TokenCounter(cfg) if cfg.max_prompt_tokens else None
+    if cfg.max_prompt_tokens and not cfg.processor:
+        raise ValueError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
+    keep, drops, seen = [], [], {}
+    for i, row in enumerate(iter_rows(collected)):
+        problem = _rule_problem(row, cfg) or _duplicate(row, cfg, seen)
+        if problem is None and counter is not None:
+            n = counter(row)
+            if n > cfg.max_prompt_tokens:
+                problem = ("over_token_budget", f"{n} prompt tokens > {cfg.max_prompt_tokens}")
+        if problem:
+            drops.append(Drop(row["id"], STAGE, *problem))
+        else:
+            keep.append(i)
+    curated = collected.select(keep)
+    kept_ids = set(curated["id"])
+    chain_ids = [row_id for row_id in verified["id"] if row_id in kept_ids]
+    chains = verified.select([i for i, row_id in enumerate(verified["id"]) if row_id in kept_ids])
+    if cfg.rl_from not in ("all", "verified"):
+        raise ValueError(f"curate.rl_from must be 'all' or 'verified', got {cfg.rl_from!r}")
+    chain_set = set(chain_ids)
+    if cfg.rl_from == "verified":
+        rl_index = [i for i, row_id in enumerate(curated["id"]) if row_id in chain_set]
+    elif cfg.disjoint:
+        rl_index = [i for i, row_id in enumerate(curated["id"]) if row_id not in chain_set]
+    else:
+        rl_index = list(range(len(curated)))
+    rl = curated.select(rl_index)
+    test = [i for i, row_id in enumerate(rl["id"]) if _held_out(row_id, seed, cfg.eval_fraction)]
+    if cfg.eval_fraction > 0 and not test and len(rl) >= 2:
+        test = [len(rl) - 1]  # a tiny build still gets a held-out row to evaluate on
+    test_set = set(test)
+    splits = {"train": rl.select([i for i in range(len(rl)) if i not in test_set]), "test": rl.select(test)}
+    stats = {"curated": len(curated), "rl_train": len(splits["train"]), "rl_test": len(splits["test"]),
+             "chains": len(chains)}
+    return StageResult(curated, drops, stats), {"rl": splits, "chains": chains}
+
+
+def _rule_problem(row: dict, cfg: CurateConfig) -> tuple[str, str] | None:
+    answer = row["answer"]
+    if cfg.max_answer_chars and len(answer) > cfg.max_answer_chars:
+        return "answer_too_long", f"{len(answer)} characters > {cfg.max_answer_chars}"
+    if row["task"] not in BOX_TASKS:
+        return None
+    boxes = parse_boxes(answer) or []
+    if cfg.max_boxes and len(boxes) > cfg.max_boxes:
+        return "too_many_boxes", f"{len(boxes)} boxes > {cfg.max_boxes}"
+    sizes = [image.size for image in row["images"]]
+    for box in boxes:
+        x1, y1, x2, y2 = box.xyxy
+        if min(x2 - x1, y2 - y1) < cfg.min_box_side:
+            return "box_too_small", f"box {[x1, y1, x2, y2]} has a side under {cfg.min_box_side} px"
+        if len(sizes) == 1:
+            w, h = sizes[0]
+            if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
+                return "box_outside_image", f"box {[x1, y1, x2, y2]} outside the {w}x{h} image"
+    return None
+
+
+def _duplicate(row: dict, cfg: CurateConfig, seen: dict) -> tuple[str, str] | None:
+    if cfg.dedupe == "none":
+        return None
+    if cfg.dedupe not in ("image", "image_problem"):
+        raise ValueError(f"curate.dedupe must be 'image_problem', 'image' or 'none', got {cfg.dedupe!r}")
+    parts = [image_digest(image) for image in row["images"]]
+    if cfg.dedupe == "image_problem" or not parts:  # text-only rows are duplicates only by their question
+        parts.append(normalize_text(row["problem"]))
+    key = "\0".join(parts)
+    if key in seen:
+        return "duplicate", f"same {'images' if cfg.dedupe == 'image' else 'images and question'} as {seen[key]!r}"
+    seen[key] = row["id"]
+    return None
+
+
+def _held_out(row_id: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+class _TokenCounter:
+    """Prompt length in tokens as the trainer will encode it (template + resized images + question)."""
+
+    def __init__(self, cfg: CurateConfig):
+        from transformers import AutoProcessor
+
+        from vlrl.data import PromptEncoder
+
+        processor = AutoProcessor.from_pretrained(cfg.processor)
+        self.encoder = PromptEncoder(processor, cfg.min_pixels, cfg.max_pixels)
+
+    def __call__(self, row: dict) -> int:
+        from vlrl.data import validate_row
+
+        raw = dict(row, meta=row["meta"] if isinstance(row["meta"], str) else json.dumps(row["meta"]))
+        batch = self.encoder([validate_row(raw, 0)], group_size=1)
+        return int(batch.attention_mask.sum())

@@ -1,0 +1,133 @@
+"""Ask a teacher one question per row, through the reply cache, in batches, with a progress bar.
+
+The three teacher stages (caption, distill, rewrite) differ only in the request they build from a row and
+what they do with the reply; this module does the part they share. Requests whose reply is cached are not
+sent; fresh replies are cached after every batch, so killing the process loses at most one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from tqdm.auto import tqdm
+
+from data_pipelines.cache import ReplyCache, request_key
+from data_pipelines.teachers.base import ChatReply, ChatRequest, Teacher
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+def load_template(stage: str, prompt_file: str = "") -> str:
+    """The stage's prompt template: ``prompt_file`` if given, else ``data_pipelines/prompts/<stage>.txt``."""
+    path = Path(prompt_file) if prompt_file else PROMPTS_DIR / f"{stage}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{stage}: prompt file not found: {path}")
+    return path.read_text().strip()
+
+
+@dataclass
+class TeachStats:
+    asked: int = 0  # requests sent to the teacher in this run
+    cached: int = 0  # requests answered from the cache
+    not_needed: int = 0  # rows the stage passed through without a request
+    failed: int = 0  # requests whose reply was an error (the rows are dropped, the errors not cached)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(asked=self.asked, cached=self.cached, not_needed=self.not_needed, failed=self.failed)
+
+
+def iter_rows(ds: datasets.Dataset, batch_size: int = 64) -> Iterator[dict]:
+    """Rows of ``ds`` one by one, decoded in batches (much faster than ``ds[i]`` for image columns)."""
+    for batch in ds.iter(batch_size=batch_size):
+        keys = list(batch)
+        for values in zip(*(batch[k] for k in keys), strict=True):
+            yield dict(zip(keys, values, strict=True))
+
+
+def ask_teacher(
+    ds: datasets.Dataset,
+    make_request: Callable[[dict], ChatRequest | None],
+    teacher: Teacher,
+    cache: ReplyCache,
+    stage: str,
+    template: str,
+    batch_size: int,
+    stats: TeachStats,
+) -> list[ChatReply | None]:
+    """One reply per row of ``ds`` (None where ``make_request`` returned None: no question for that row)."""
+    replies: list[ChatReply | None] = [None] * len(ds)
+    pending: list[tuple[int, str, ChatRequest]] = []
+    with tqdm(total=len(ds), desc=stage, unit="row") as bar:
+        for i, row in enumerate(iter_rows(ds)):
+            request = make_request(row)
+            if request is None:
+                stats.not_needed += 1
+                bar.update(1)
+                continue
+            pending.append((i, request_key(stage, teacher.identity, template, request), request))
+            if len(pending) >= batch_size:
+                _flush(pending, replies, teacher, cache, stage, stats, bar)
+        _flush(pending, replies, teacher, cache, stage, stats, bar)
+    return replies
+
+
+def _flush(pending, replies, teacher, cache, stage, stats, bar) -> None:
+    if not pending:
+        return
+    hits = cache.get_many([key for _, key, _ in pending])
+    misses = [(i, key, req) for i, key, req in pending if key not in hits]
+    for i, key, _ in pending:
+        if key in hits:
+            replies[i] = ChatReply(text=hits[key])
+    stats.cached += len(pending) - len(misses)
+    if misses:
+        answers = teacher.chat([req for _, _, req in misses])
+        if len(answers) != len(misses):
+            raise RuntimeError(f"{stage}: teacher returned {len(answers)} replies for {len(misses)} requests")
+        fresh = []
+        for (i, key, _), reply in zip(misses, answers, strict=True):
+            replies[i] = reply
+            if reply.ok:
+                fresh.append((key, reply.text))
+            else:
+                stats.failed += 1
+        stats.asked += len(misses)
+        cache.put_many(stage, fresh)
+    bar.update(len(pending))
+    pending.clear()
+
+
+@dataclass
+class StageResult:
+    """What a stage hands on: the rows it kept, the rows it dropped (with reasons) and its counters."""
+
+    ds: datasets.Dataset
+    drops: list  # list[Drop]
+    stats: dict
+
+
+def with_columns(ds: datasets.Dataset, **columns: list) -> datasets.Dataset:
+    """``ds`` with the named text columns replaced by new values (images are not re-encoded)."""
+    for name, values in columns.items():
+        feature = ds.features[name]
+        ds = ds.remove_columns(name).add_column(name, values, feature=feature)
+    return ds
+
+
+def meta_of(row: dict) -> dict:
+    """A row's meta as a dict (on disk it is JSON text, "" when absent)."""
+    import json
+
+    meta = row.get("meta")
+    if isinstance(meta, dict):
+        return dict(meta)
+    return json.loads(meta) if meta else {}
+
+
+def teacher_metadata(stage: str, row: dict) -> dict:
+    """What the programmatic teacher reads (other teachers ignore it): the stage and the row's truth."""
+    return {"stage": stage, "task": row["task"], "problem": row["problem"], "answer": row["answer"],
+            "meta": meta_of(row)}
