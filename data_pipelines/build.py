@@ -21,7 +21,7 @@ import datasets
 from data_pipelines.cache import ReplyCache
 from data_pipelines.card import histogram, stage_entry, write_card
 from data_pipelines.config import BuildConfig, TeacherConfig
-from data_pipelines.records import Drop, to_schema_row
+from data_pipelines.records import Drop, rows_dataset, to_schema_row
 from data_pipelines.stages.caption import caption
 from data_pipelines.stages.curate import curate
 from data_pipelines.stages.distill import distill
@@ -29,7 +29,7 @@ from data_pipelines.stages.rewrite import rewrite
 from data_pipelines.stages.teach import StageResult
 from data_pipelines.stages.verify import verify
 from vlrl.config_loader import ConfigError, save_config
-from vlrl.data.schema import SCHEMA_FEATURES, RowError, validate_row
+from vlrl.data.schema import RowError, validate_row
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def collect(cfg: BuildConfig) -> StageResult:
             kept += 1
         per_source[result.name] = {"rows": kept, "dropped": len(result.rows) - kept + len(result.drops)}
         log.info("source %s: %d rows, %d dropped", result.name, kept, per_source[result.name]["dropped"])
-    ds = datasets.Dataset.from_list(rows, features=SCHEMA_FEATURES)
+    ds = rows_dataset(rows)
     return StageResult(ds, drops, {"sources": per_source})
 
 

@@ -70,3 +70,14 @@ def to_schema_row(row: dict) -> dict:
         "reasoning": row.get("reasoning") or "",
         "meta": text(row.get("meta")),
     }
+
+
+def rows_dataset(rows: list[dict]):
+    """A ``datasets.Dataset`` of schema-v1 rows (already in :func:`to_schema_row` form); empty is fine."""
+    import datasets
+
+    from vlrl.data.schema import SCHEMA_FEATURES
+
+    if not rows:
+        return datasets.Dataset.from_dict({name: [] for name in SCHEMA_FEATURES}, features=SCHEMA_FEATURES)
+    return datasets.Dataset.from_list(rows, features=SCHEMA_FEATURES)
