@@ -84,18 +84,26 @@ def _flush(pending, replies, teacher, cache, stage, stats, bar) -> None:
             replies[i] = ChatReply(text=hits[key])
     stats.cached += len(pending) - len(misses)
     if misses:
-        answers = teacher.chat([req for _, _, req in misses])
-        if len(answers) != len(misses):
-            raise RuntimeError(f"{stage}: teacher returned {len(answers)} replies for {len(misses)} requests")
-        fresh = []
-        for (i, key, _), reply in zip(misses, answers, strict=True):
+        # Each reply is cached the moment it arrives (the teacher calls back in this thread), so a kill
+        # mid-batch loses only the requests still in flight, never an answered one.
+        stored: set[int] = set()
+
+        def store(j: int, reply: ChatReply) -> None:
+            stored.add(j)
+            i, key, _ = misses[j]
             replies[i] = reply
             if reply.ok:
-                fresh.append((key, reply.text))
+                cache.put_many(stage, [(key, reply.text)])
             else:
                 stats.failed += 1
+
+        answers = teacher.chat([req for _, _, req in misses], on_reply=store)
+        if len(answers) != len(misses):
+            raise RuntimeError(f"{stage}: teacher returned {len(answers)} replies for {len(misses)} requests")
+        for j, reply in enumerate(answers):  # a teacher that does not call back is cached per batch
+            if j not in stored:
+                store(j, reply)
         stats.asked += len(misses)
-        cache.put_many(stage, fresh)
     bar.update(len(pending))
     pending.clear()
 

@@ -8,7 +8,7 @@ teachers with the same identity must answer the same request the same way (up to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,11 @@ class TeacherError(RuntimeError):
 class Teacher(Protocol):
     identity: str
 
-    def chat(self, requests: Sequence[ChatRequest]) -> list[ChatReply]:
-        """One reply per request, in order; a failed request is a reply with ``error`` set, not an exception."""
+    def chat(self, requests: Sequence[ChatRequest],
+             on_reply: Callable[[int, ChatReply], None] | None = None) -> list[ChatReply]:
+        """One reply per request, in order; a failed request is a reply with ``error`` set, not an exception.
+
+        ``on_reply(i, reply)`` is called once per request as soon as its reply is known, in the calling
+        thread (the pipeline caches each reply then, so a crash loses no answered request).
+        """
         ...

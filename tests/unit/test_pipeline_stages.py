@@ -26,9 +26,14 @@ class ScriptedTeacher:
     def __init__(self, answer, identity="scripted"):
         self.answer, self.identity, self.sent = answer, identity, []
 
-    def chat(self, requests):
-        self.sent += list(requests)
-        return [self.answer(r) for r in requests]
+    def chat(self, requests, on_reply=None):
+        replies = []
+        for i, r in enumerate(requests):
+            self.sent.append(r)
+            replies.append(self.answer(r))
+            if on_reply is not None:
+                on_reply(i, replies[-1])
+        return replies
 
 
 def image(colour=(255, 0, 0), size=(32, 24)):
