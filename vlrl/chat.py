@@ -90,6 +90,11 @@ class ChatEngine:
                       for p in m["content"] if p.get("type") == "image")
         if n_parts != len(images):
             raise ValueError(f"{n_parts} image parts in the messages but {len(images)} images")
+        # One caller at a time, encoding included: a fast tokenizer is not safe to share between threads.
+        with self._lock:
+            return self._complete(messages, images, params)
+
+    def _complete(self, messages: list[dict], images: Sequence[Image.Image], params: SamplingParams) -> ChatResult:
         row = Row(id="chat", images=tuple(images), problem=_last_user_text(messages), answer="", task="chat",
                   data_source="chat", reward=None, reasoning=None, meta={})
         batch = self.encoder.encode_chats([row], [messages], [list(images)], group_size=params.n)
@@ -101,10 +106,9 @@ class ChatEngine:
             max_tokens = min(max_tokens, self.context - prompt_tokens)
         cfg = RolloutConfig(backend=self.backend, group_size=params.n, max_new_tokens=max(1, max_tokens),
                             temperature=params.temperature, top_p=params.top_p)
-        with self._lock:
-            generator = torch.Generator(self.policy.device)
-            generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
-            rollouts = generate(self.policy, batch, cfg, generator=generator, greedy=params.temperature <= 0)
+        generator = torch.Generator(self.policy.device)
+        generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
+        rollouts = generate(self.policy, batch, cfg, generator=generator, greedy=params.temperature <= 0)
         completions = []
         for i in range(params.n):
             ids = rollouts.completion_ids[i][rollouts.completion_mask[i].bool()].tolist()

@@ -32,7 +32,8 @@ def server(tiny_model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "stderr.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "vlrl.cli", "serve", str(tiny_model_dir), "--port", "0",
-                                 "--model-name", "tiny", "--max-new-tokens", "32"],
+                                 "--model-name", "tiny", "--max-new-tokens", "32", "--device", "cpu",
+                                 "--dtype", "float32"],
                                 stdout=subprocess.PIPE, stderr=err, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -59,7 +60,7 @@ def server(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
-    return load_policy(ModelConfig(), tiny_model_dir)
+    return load_policy(ModelConfig(dtype="float32"), tiny_model_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,8 @@ def test_routes_models_health_and_request_count(server, row):
 def test_local_teacher_answers_like_the_server(server, policy, tiny_model_dir, row):
     base, _ = server
     served = OpenAITeacher(base, "tiny", api_key_env=None, retries=0).chat([_request(row)])[0]
-    local = LocalTeacher(tiny_model_dir).chat([_request(row)])[0]
+    teacher = LocalTeacher(tiny_model_dir, device="cpu", dtype="float32")
+    local = teacher.chat([_request(row)])[0]
     assert local.ok and local.text == served.text
     assert local.usage == {k: served.usage[k] for k in ("prompt_tokens", "completion_tokens")}
-    assert LocalTeacher(tiny_model_dir).identity.startswith("local:")
+    assert teacher.identity == f"local:{tiny_model_dir.resolve()}"
