@@ -19,8 +19,9 @@ import PIL.Image
 from data_pipelines.teachers.base import ChatRequest
 
 
-def request_key(stage: str, teacher: str, template: str, request: ChatRequest) -> str:
-    """A stable hex digest of everything a teacher's reply to ``request`` depends on."""
+def request_key(stage: str, teacher: str, template: str, request: ChatRequest, with_metadata: bool = False) -> str:
+    """A stable hex digest of everything a teacher's reply to ``request`` depends on; ``with_metadata`` for
+    teachers that answer from ``request.metadata`` (the programmatic one) rather than from the messages."""
     h = hashlib.sha256()
     head = {
         "stage": stage,
@@ -30,7 +31,9 @@ def request_key(stage: str, teacher: str, template: str, request: ChatRequest) -
         "temperature": request.temperature,
         "stop": list(request.stop),
     }
-    h.update(json.dumps(head, sort_keys=True).encode())
+    if with_metadata:
+        head["metadata"] = request.metadata
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
     for message in request.messages:
         h.update(f"\0{message['role']}\0".encode())
         content = message["content"]

@@ -1,4 +1,4 @@
-"""`vlrl` command line: train, rewards, models, data."""
+"""`vlrl` command line: train, rewards, models, data, serve."""
 
 from __future__ import annotations
 
@@ -184,6 +184,73 @@ def _data_build(args: argparse.Namespace) -> int:
     return 0
 
 
+SERVE_HELP = """Serve a local checkpoint over an OpenAI-compatible chat-completions API.
+
+Answers come from vlrl's own rollout backend (the code training samples with), so greedy replies equal the
+training rollout's on the same prompt. Any OpenAI client works, and `vlrl data build` uses it as a teacher
+(teacher.kind=openai teacher.base_url=http://127.0.0.1:8000/v1).
+
+Routes:
+  POST /v1/chat/completions  messages (content: a string, or parts {"type": "text", "text": ...} and
+                             {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}),
+                             max_tokens (or max_completion_tokens; capped by --max-new-tokens), temperature
+                             (default 1; 0 = greedy), top_p, n, stop, seed. No streaming.
+  GET  /v1/models            the served model's name
+  GET  /health               {"status": "ok", "requests_served": n, "requests_failed": m}
+
+The server is offline: images come inline as base64 data URLs; http(s) image URLs are refused (400), and
+file:// URLs or local paths are read only with --allow-local-files. Requests are generated one at a time.
+A line "serving MODEL on http://HOST:PORT" is printed once the server accepts connections.
+
+  vlrl serve runs/tiny/final --port 8000
+  vlrl serve /models/Qwen2.5-VL-3B-Instruct --model-name qwen2.5-vl-3b --max-new-tokens 2048
+"""
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vlrl.serve import serve
+
+    if args.port < 0 or args.port > 65535:
+        print(f"error: --port must be 0-65535, got {args.port}", file=sys.stderr)
+        return 2
+    if args.max_new_tokens < 1:
+        print(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}", file=sys.stderr)
+        return 2
+    path = Path(args.model)
+    looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
+    if not path.exists() and not looks_like_hub_id:
+        print(f"error: no checkpoint directory at {args.model}", file=sys.stderr)
+        return 2
+    serve(args.model, host=args.host, port=args.port, model_name=args.model_name,
+          max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
+          allow_local_files=args.allow_local_files, quiet=args.quiet,
+          min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    serve = sub.add_parser("serve", help="serve a checkpoint over an OpenAI-compatible HTTP API",
+                           description=SERVE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    serve.add_argument("model", metavar="MODEL", help="HF-format checkpoint directory (e.g. runs/tiny/final)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free port, printed)")
+    serve.add_argument("--model-name", default="", help="name reported in responses and /v1/models "
+                       "(default: the checkpoint directory's name)")
+    serve.add_argument("--max-new-tokens", type=int, default=1024,
+                       help="cap on tokens generated per completion; larger max_tokens are cut to it (default 1024)")
+    serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                       help="parameter dtype (default auto: bfloat16 on CUDA, float32 on CPU)")
+    serve.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default auto)")
+    serve.add_argument("--allow-local-files", action="store_true",
+                       help="also read images from file:// URLs and local paths (off: only data URLs)")
+    serve.add_argument("--min-pixels", type=int, default=None,
+                       help="smallest image area after resizing (default: the checkpoint processor's)")
+    serve.add_argument("--max-pixels", type=int, default=None,
+                       help="largest image area after resizing (default: the checkpoint processor's)")
+    serve.add_argument("-q", "--quiet", action="store_true", help="no per-request log lines on stderr")
+    serve.set_defaults(fn=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vlrl.config import Config, RewardConfig
     from vlrl.config_loader import format_help
@@ -249,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "defaults, a small shapes set with the programmatic teacher)")
     build.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the recipe")
     build.set_defaults(fn=_data_build)
+    _add_serve_parser(sub)
     return parser
 
 

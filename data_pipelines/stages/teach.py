@@ -67,7 +67,8 @@ def ask_teacher(
                 stats.not_needed += 1
                 bar.update(1)
                 continue
-            pending.append((i, request_key(stage, teacher.identity, template, request), request))
+            key = request_key(stage, teacher.identity, template, request, getattr(teacher, "reads_metadata", False))
+            pending.append((i, key, request))
             if len(pending) >= batch_size:
                 _flush(pending, replies, teacher, cache, stage, stats, bar)
         _flush(pending, replies, teacher, cache, stage, stats, bar)
@@ -136,6 +137,10 @@ def meta_of(row: dict) -> dict:
 
 
 def teacher_metadata(stage: str, row: dict) -> dict:
-    """What the programmatic teacher reads (other teachers ignore it): the stage and the row's truth."""
-    return {"stage": stage, "task": row["task"], "problem": row["problem"], "answer": row["answer"],
-            "meta": meta_of(row)}
+    """What the programmatic teacher reads (other teachers ignore it): the stage, the row's scene (its meta)
+    and task, and the question. Never the answer: that teacher derives it from the scene, as a real one must."""
+    meta = meta_of(row)
+    out = {"kind": stage, "scene": meta, "task": row["task"], "question": row["problem"].replace("<image>", "").strip()}
+    if "target" in meta:
+        out["target"] = meta["target"]
+    return out

@@ -19,9 +19,10 @@ class ChatRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
-    # What the row knows that the prompt does not say (stage, task, scene); only the programmatic teacher
-    # reads it, and it is not part of the cache key.
-    metadata: dict = field(default_factory=dict, compare=False)
+    # What a teacher that does not read text needs: the programmatic teacher takes the stage ("kind": caption,
+    # distill or rewrite), the row's scene and task here. HTTP and local teachers ignore it; a cache key should
+    # still hash it, since a programmatic reply depends on nothing else.
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ChatReply:
     text: str | None
     error: str | None = None
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens where the backend tells
+    finish_reason: str = ""  # "stop" or "length" (cut at max_tokens: a truncated chain) where the backend tells
 
     @property
     def ok(self) -> bool:

@@ -20,7 +20,8 @@ def leaf_keys(cls, prefix=""):
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["models", "tiny", "--help"],
                                   ["models", "random", "--help"], ["data", "synth", "--help"],
-                                  ["rewards", "score", "--help"], ["rewards", "list", "--help"]])
+                                  ["rewards", "score", "--help"], ["rewards", "list", "--help"],
+                                  ["serve", "--help"]])
 def test_help_exits_cleanly(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -58,3 +59,8 @@ def test_overrides_after_options_and_unknown_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["rewards", "list", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_serve_rejects_a_missing_checkpoint(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint directory" in capsys.readouterr().err

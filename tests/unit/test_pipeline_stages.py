@@ -63,6 +63,8 @@ def test_request_key_depends_on_pixels_template_teacher_and_settings():
     assert key != request_key("caption", "t", "tmpl2", req)
     assert key != request_key("distill", "t", "tmpl", req)
     assert key != request_key("caption", "t", "tmpl", ChatRequest(req.messages, max_tokens=7))
+    # A teacher answering from metadata (the programmatic one) gets keys that hash it.
+    assert request_key("caption", "t", "tmpl", req, True) != request_key("caption", "t", "tmpl", same, True)
 
 
 def test_reply_cache_survives_reopening(tmp_path):
@@ -83,14 +85,14 @@ def test_caption_asks_only_rows_that_need_it_and_a_rerun_asks_nothing(tmp_path):
         {"id": "d", "images": [image((9, 9, 9))], "problem": "q4", "answer": "4", "task": "count"},
     ])
     fails = {"d"}
-    teacher = ScriptedTeacher(lambda r: ChatReply(None, error="boom") if r.metadata["meta"].get("x") in fails
-                              else ChatReply(f"caption of {r.metadata['problem']}"))
+    teacher = ScriptedTeacher(lambda r: ChatReply(None, error="boom") if r.metadata["scene"].get("x") in fails
+                              else ChatReply(f"caption of {r.metadata['question']}"))
     ds = datasets.Dataset.from_list([dict(r, meta=json.dumps({"x": r["id"]}) if r["id"] == "d" else r["meta"])
                                      for r in ds.to_list()], features=SCHEMA_FEATURES)
     cache = ReplyCache(tmp_path / "c.sqlite")
     out = caption(ds, teacher, cache, TeacherStageConfig())
     # a: asked; b: already captioned; c: no image; d: asked and failed -> dropped, not cached.
-    assert [r.metadata["problem"] for r in teacher.sent] == ["q1", "q4"]
+    assert [r.metadata["question"] for r in teacher.sent] == ["q1", "q4"]
     assert out.ds["id"] == ["a", "b", "c"]
     assert [json.loads(m or "{}").get("caption") for m in out.ds["meta"]] == ["caption of q1", "given", None]
     assert [(d.id, d.step, d.reason) for d in out.drops] == [("d", "caption", "teacher_error")]
@@ -98,7 +100,7 @@ def test_caption_asks_only_rows_that_need_it_and_a_rerun_asks_nothing(tmp_path):
     # Rerun: a's caption comes from the cache; the failed d is asked again.
     teacher.sent.clear()
     again = caption(ds, teacher, cache, TeacherStageConfig())
-    assert [r.metadata["problem"] for r in teacher.sent] == ["q4"]
+    assert [r.metadata["question"] for r in teacher.sent] == ["q4"]
     assert again.stats["cached"] == 1 and again.ds["meta"] == out.ds["meta"]
 
 
@@ -108,7 +110,7 @@ def test_distill_fills_the_template_with_caption_and_question(tmp_path):
          "meta": {"caption": "three dots"}},
         {"id": "b", "images": [], "problem": "2+2?", "answer": "4", "task": "math"},
     ])
-    teacher = ScriptedTeacher(lambda r: ChatReply("" if r.metadata["problem"] == "2+2?" else "<think>x</think><answer>3</answer>"))
+    teacher = ScriptedTeacher(lambda r: ChatReply("" if r.metadata["question"] == "2+2?" else "<think>x</think><answer>3</answer>"))
     out = distill(ds, teacher, ReplyCache(tmp_path / "c.sqlite"), TeacherStageConfig())
     first = text_of(teacher.sent[0])
     assert "three dots" in first and "How many?" in first and "<image>" not in first
@@ -139,9 +141,9 @@ def test_rewrite_keeps_clean_chains_and_drops_bad_rewrites(tmp_path):
     }
     ds = dataset([{"id": k, "images": [], "problem": k, "answer": "2", "task": "count", "reasoning": v}
                   for k, v in chains.items()])
-    teacher = ScriptedTeacher(lambda r: ChatReply(replies[r.metadata["problem"]]))
+    teacher = ScriptedTeacher(lambda r: ChatReply(replies[r.metadata["question"]]))
     out = rewrite(ds, teacher, ReplyCache(tmp_path / "c.sqlite"), RewriteConfig(min_similarity=0.6))
-    assert sorted(r.metadata["problem"] for r in teacher.sent) == ["good", "lazy", "lost", "wild"]
+    assert sorted(r.metadata["question"] for r in teacher.sent) == ["good", "lazy", "lost", "wild"]
     assert out.ds["id"] == ["clean", "good"]
     assert out.ds["reasoning"] == [chains["clean"], replies["good"]]
     assert {d.id: d.reason for d in out.drops} == {

@@ -80,13 +80,19 @@ class PromptEncoder:
         self.factor = getattr(ip, "patch_size", 14) * self.merge_size
 
     def __call__(self, rows: Sequence[Row], group_size: int) -> PromptBatch:
+        chats = [build_messages(row, self.system_prompt, self.prompt_suffix) for row in rows]
+        return self.encode_chats(rows, chats, [row.images for row in rows], group_size)
+
+    def encode_chats(self, rows: Sequence[Row], chats: Sequence[list[dict]],
+                     chat_images: Sequence[Sequence[Image.Image]], group_size: int) -> PromptBatch:
+        """Encode prepared chat messages (`vlrl serve` takes them from requests, not from rows): the image parts
+        (``{"type": "image"}``) of ``chats[i]`` take ``chat_images[i]`` in order; ``rows[i]`` rides along."""
         texts, images, sizes, resized, counts = [], [], [], [], []
-        for row in rows:
-            messages = build_messages(row, self.system_prompt, self.prompt_suffix)
+        for messages, originals in zip(chats, chat_images, strict=True):
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-            small = [resize_image(im, self.min_pixels, self.max_pixels, self.factor) for im in row.images]
+            small = [resize_image(im, self.min_pixels, self.max_pixels, self.factor) for im in originals]
             images += small
-            sizes.append(tuple(im.size for im in row.images))
+            sizes.append(tuple(im.size for im in originals))
             resized.append(tuple(im.size for im in small))
             counts.append(len(small))
         enc = self.processor(text=texts, images=images or None, return_tensors="pt", padding=True,
