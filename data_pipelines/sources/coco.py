@@ -41,12 +41,19 @@ TASK_OF_KIND = {"grounding": "grounding", "detection": "detection", "count": "co
 DEFAULT_TEMPLATES = {
     "grounding": "Locate the {category} in the image and output its bounding box as [x1, y1, x2, y2].",
     "detection": 'Detect every {category} in the image. Output a JSON list of {{"bbox_2d": [x1, y1, x2, y2], '
-                 '"label": "{category}"}} objects, one for each {category}.',
+    '"label": "{category}"}} objects, one for each {category}.',
     "count": "How many {categories} are there in the image? Answer with a number.",
 }
 # Plurals of COCO's category words that adding "s"/"es" gets wrong.
-_IRREGULAR = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "skis",
-              "scissors": "scissors", "broccoli": "broccoli"}
+_IRREGULAR = {
+    "person": "people",
+    "mouse": "mice",
+    "knife": "knives",
+    "sheep": "sheep",
+    "skis": "skis",
+    "scissors": "scissors",
+    "broccoli": "broccoli",
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,9 @@ def load_coco(options: CocoOptions, name: str = "coco") -> SourceResult:
         anns = _check_boxes(by_image.get(image_id, []), image.size, options.box_tolerance, result, name)
         rows = _questions(info, image, anns, categories, options, templates, name)
         if options.max_per_image is not None and len(rows) > options.max_per_image:
-            keep = sorted(random.Random(f"{options.seed}:{image_id}").sample(range(len(rows)), options.max_per_image))
+            keep = sorted(
+                random.Random(f"{options.seed}:{image_id}").sample(range(len(rows)), options.max_per_image)
+            )
             rows = [rows[i] for i in keep]
         for row in rows:
             ids.add(result, row)
@@ -109,12 +118,17 @@ def _group_annotations(anns: list, images: dict, categories: dict, result: Sourc
         if not isinstance(ann, dict) or "image_id" not in ann or "category_id" not in ann:
             result.drop(drop_id, "invalid_record", f"annotation {index} lacks image_id or category_id")
         elif ann["image_id"] not in images:
-            result.drop(drop_id, "unknown_image", f"annotation {ann_id}: image_id {ann['image_id']!r} not in images")
+            result.drop(
+                drop_id, "unknown_image", f"annotation {ann_id}: image_id {ann['image_id']!r} not in images"
+            )
         elif ann["category_id"] not in categories:
             # The image's questions about other categories are still right, so only this box goes.
-            result.drop(drop_id, "unknown_category",
-                        f"annotation {ann_id} (image {ann['image_id']}): category_id {ann['category_id']!r} "
-                        "not in categories")
+            result.drop(
+                drop_id,
+                "unknown_category",
+                f"annotation {ann_id} (image {ann['image_id']}): category_id {ann['category_id']!r} "
+                "not in categories",
+            )
         else:
             by_image.setdefault(ann["image_id"], []).append(ann)
     return by_image
@@ -134,9 +148,12 @@ def _open(info: dict, root: Path, result: SourceResult, drop_id: str):
     declared = (info.get("width"), info.get("height"))
     if None not in declared and tuple(declared) != image.size:
         # Boxes were drawn on a declared-size image; on other pixels they would point at the wrong place.
-        result.drop(drop_id, "image_size_mismatch",
-                    f"{root / str(file_name)}: file is {image.size[0]}x{image.size[1]}, "
-                    f"annotations say {declared[0]}x{declared[1]}")
+        result.drop(
+            drop_id,
+            "image_size_mismatch",
+            f"{root / str(file_name)}: file is {image.size[0]}x{image.size[1]}, "
+            f"annotations say {declared[0]}x{declared[1]}",
+        )
         return None
     return image
 
@@ -148,14 +165,21 @@ def _check_boxes(anns: list, size: tuple[int, int], tolerance: float, result: So
         where = f"annotation {ann.get('id')} (image {ann['image_id']}, category {ann['category_id']})"
         if ann.get("iscrowd"):
             out.excluded.add(ann["category_id"])
-            result.drop(drop_id, "crowd_annotation", f"{where}: crowd region; its category is left out of the image's questions")
+            result.drop(
+                drop_id,
+                "crowd_annotation",
+                f"{where}: crowd region; its category is left out of the image's questions",
+            )
             continue
         try:
             xyxy = checked_box(to_xyxy(ann.get("bbox"), "xywh"), size, tolerance)
         except BoxProblem as problem:
             out.excluded.add(ann["category_id"])
-            result.drop(drop_id, problem.reason, f"{where}, field 'bbox': {problem.detail}; "
-                        "its category is left out of the image's questions")
+            result.drop(
+                drop_id,
+                problem.reason,
+                f"{where}, field 'bbox': {problem.detail}; its category is left out of the image's questions",
+            )
             continue
         out.boxes.setdefault(ann["category_id"], []).append((ann.get("id"), xyxy))
     return out
@@ -177,10 +201,25 @@ def _questions(info, image, anns: _ImageAnnotations, categories, options: CocoOp
             else:
                 answer = str(len(instances))
             problem = templates[kind].format(category=category, categories=plural(category))
-            meta = {"image_id": info["id"], "file_name": info["file_name"], "image_size": list(image.size),
-                    "category": category, "category_id": cat_id, "annotation_ids": [a for a, _ in instances]}
-            rows.append(new_row(f"{name}:{info['id']}:{kind}:{cat_id}", [image], problem, answer,
-                                TASK_OF_KIND[kind], options.data_source or f"{name}_{kind}", meta=meta))
+            meta = {
+                "image_id": info["id"],
+                "file_name": info["file_name"],
+                "image_size": list(image.size),
+                "category": category,
+                "category_id": cat_id,
+                "annotation_ids": [a for a, _ in instances],
+            }
+            rows.append(
+                new_row(
+                    f"{name}:{info['id']}:{kind}:{cat_id}",
+                    [image],
+                    problem,
+                    answer,
+                    TASK_OF_KIND[kind],
+                    options.data_source or f"{name}_{kind}",
+                    meta=meta,
+                )
+            )
     return rows
 
 

@@ -69,7 +69,9 @@ def check_columns_present(columns: Columns, available: Iterable[str], where: str
     have = set(available)
     absent = [c for c in columns.mapped() if c not in have]
     if absent:
-        raise SourceError(f"{where}: mapped columns {absent} are not in the input; its columns are {sorted(have)}")
+        raise SourceError(
+            f"{where}: mapped columns {absent} are not in the input; its columns are {sorted(have)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -87,28 +89,41 @@ ImageLoader = Callable[[Any, str], Any]  # (cell value, where) -> RGB PIL image,
 
 
 def add_record(
-    result: SourceResult, ids: RowIds, record: Mapping, index: int, columns: Columns,
-    defaults: RowDefaults, load: ImageLoader,
+    result: SourceResult,
+    ids: RowIds,
+    record: Mapping,
+    index: int,
+    columns: Columns,
+    defaults: RowDefaults,
+    load: ImageLoader,
 ) -> None:
     """Append ``record`` to ``result`` as a row, or record why it was dropped."""
     local = _cell(record, columns.id) if columns.id else None
     row_id = f"{defaults.name}:{local if local not in (None, '') else index}"
     if "__invalid__" in record:
-        return result.drop(row_id, "invalid_record", f"record {index} is not an object: {record['__invalid__']}")
+        return result.drop(
+            row_id, "invalid_record", f"record {index} is not an object: {record['__invalid__']}"
+        )
     texts = {}
     for field, reason in (("problem", "missing_question"), ("answer", "missing_answer")):
         column = getattr(columns, field)
         value = _text(_cell(record, column))
         if not value:
-            return result.drop(row_id, reason, f"record {index}: empty or missing column {column!r} ({field})")
+            return result.drop(
+                row_id, reason, f"record {index}: empty or missing column {column!r} ({field})"
+            )
         texts[field] = value
     task = _text(_cell(record, columns.task)) if columns.task else ""
     task = task or defaults.task
     if not task:
-        return result.drop(row_id, "missing_task", f"record {index}: empty column {columns.task!r} and no default task")
+        return result.drop(
+            row_id, "missing_task", f"record {index}: empty column {columns.task!r} and no default task"
+        )
     try:
-        images = [load(v, f"record {index}, column {columns.image!r}") for v in
-                  split_images(_cell(record, columns.image), defaults.image_sep)]
+        images = [
+            load(v, f"record {index}, column {columns.image!r}")
+            for v in split_images(_cell(record, columns.image), defaults.image_sep)
+        ]
         reward = _json_cell(_cell(record, columns.reward), "reward") if columns.reward else ""
     except ImageProblem as problem:
         return result.drop(row_id, problem.reason, problem.detail)
@@ -118,9 +133,17 @@ def add_record(
         return result.drop(row_id, "missing_image", f"record {index}: empty column {columns.image!r}")
     meta = {c: plain_value(record[c]) for c in _meta_columns(record, columns)}
     data_source = _text(_cell(record, columns.data_source)) if columns.data_source else ""
-    row = new_row(row_id, images, texts["problem"], texts["answer"], task, data_source or defaults.data_source,
-                  reward=reward, reasoning=_text(_cell(record, columns.reasoning)) if columns.reasoning else "",
-                  meta=meta)
+    row = new_row(
+        row_id,
+        images,
+        texts["problem"],
+        texts["answer"],
+        task,
+        data_source or defaults.data_source,
+        reward=reward,
+        reasoning=_text(_cell(record, columns.reasoning)) if columns.reasoning else "",
+        meta=meta,
+    )
     ids.add(result, row)
 
 

@@ -31,7 +31,9 @@ from data_pipelines.sources.rows import RowIds
 @dataclass(frozen=True)
 class FolderOptions:
     annotations: str  # the .jsonl / .json / .csv annotation file
-    columns: Mapping[str, Any]  # schema field -> column, e.g. {"image": "file_name", "problem": "question", ...}
+    columns: Mapping[
+        str, Any
+    ]  # schema field -> column, e.g. {"image": "file_name", "problem": "question", ...}
     image_root: str | None = None  # images are relative to this folder; default: the annotation file's folder
     task: str | None = None  # constant task when there is no task column (or its cell is empty)
     data_source: str | None = None  # constant data_source; default: the source's name
@@ -48,14 +50,23 @@ def load_folder(options: FolderOptions, name: str = "folder") -> SourceResult:
     where = f"source {name!r} ({options.annotations})"
     columns = columns_from_mapping(options.columns, where)
     path = existing_path(options.annotations, f"{where}: annotation file", "file")
-    root = existing_path(options.image_root, f"{where}: image_root", "dir") if options.image_root else path.parent
+    root = (
+        existing_path(options.image_root, f"{where}: image_root", "dir")
+        if options.image_root
+        else path.parent
+    )
     records = read_records(path)
     if not records:
         raise SourceError(f"{path}: the annotation file holds no records")
     check_columns_present(columns, {key for record in records for key in record}, str(path))
     _require_task(columns.task, options.task, where)
-    defaults = RowDefaults(name=name, task=options.task, data_source=options.data_source or name,
-                           image_sep=options.image_sep, allow_no_image=options.allow_no_image)
+    defaults = RowDefaults(
+        name=name,
+        task=options.task,
+        data_source=options.data_source or name,
+        image_sep=options.image_sep,
+        allow_no_image=options.allow_no_image,
+    )
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(records):
         add_record(result, ids, record, index, columns, defaults, lambda v, w: load_image(v, Path(root), w))

@@ -22,14 +22,21 @@ from data_pipelines.sources.annotations import (
     parquet_columns,
     parquet_files,
 )
-from data_pipelines.sources.columns import RowDefaults, add_record, check_columns_present, columns_from_mapping
+from data_pipelines.sources.columns import (
+    RowDefaults,
+    add_record,
+    check_columns_present,
+    columns_from_mapping,
+)
 from data_pipelines.sources.images import load_image
 from data_pipelines.sources.rows import RowIds
 
 
 @dataclass(frozen=True)
 class HFOptions:
-    columns: Mapping[str, Any]  # schema field -> dataset column, e.g. {"image": "image", "problem": "question"}
+    columns: Mapping[
+        str, Any
+    ]  # schema field -> dataset column, e.g. {"image": "image", "problem": "question"}
     path: str | None = None  # save_to_disk folder, .parquet file or folder of parquet files
     hub_id: str | None = None  # a hub dataset id, loaded with datasets.load_dataset (network) only when given
     config: str | None = None  # hub dataset configuration name
@@ -57,9 +64,16 @@ def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
     columns = columns_from_mapping(options.columns, where)
     available, records = _open(options, where)
     check_columns_present(columns, available, where)
-    root = Path(existing_path(options.image_root, f"{where}: image_root", "dir")) if options.image_root else None
-    defaults = RowDefaults(name=name, task=options.task, data_source=options.data_source or name,
-                           image_sep=options.image_sep, allow_no_image=options.allow_no_image)
+    root = (
+        Path(existing_path(options.image_root, f"{where}: image_root", "dir")) if options.image_root else None
+    )
+    defaults = RowDefaults(
+        name=name,
+        task=options.task,
+        data_source=options.data_source or name,
+        image_sep=options.image_sep,
+        allow_no_image=options.allow_no_image,
+    )
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(records):
         if options.limit is not None and index >= options.limit:
@@ -73,7 +87,9 @@ def _open(options: HFOptions, where: str) -> tuple[list[str], Iterator[dict]]:
     if options.hub_id:
         import datasets
 
-        ds = datasets.load_dataset(options.hub_id, options.config, split=options.split, revision=options.revision)
+        ds = datasets.load_dataset(
+            options.hub_id, options.config, split=options.split, revision=options.revision
+        )
         return _undecoded(ds)
     path = existing_path(options.path, f"{where}: path")
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):

@@ -3,8 +3,9 @@ into a decoded RGB ``PIL.Image.Image``, or a :class:`ImageProblem` that says why
 
 Images are decoded here, at the source, so an unreadable file is dropped with its row id and path instead
 of failing a training run hours later. An image that is already RGB and was read from a file is returned as
-PIL opened it (keeping ``filename`` and ``format``): ``datasets`` then stores the original file bytes rather
-than re-encoding the pixels (a JPEG would otherwise come back as a PNG several times its size). EXIF
+PIL opened it from its absolute path (keeping ``filename`` and ``format``): ``datasets`` records the path
+and ``save_to_disk`` embeds the original file bytes, rather than re-encoding the pixels (a JPEG would
+otherwise come back as a PNG several times its size). Images from bytes or other modes are re-encoded. EXIF
 orientation is deliberately not applied: box annotations (COCO, RefCOCO) are in stored-pixel coordinates.
 """
 
@@ -29,6 +30,7 @@ class ImageProblem(Exception):
 
 def open_image_file(path: Path) -> PIL.Image.Image:
     """The decoded RGB image at ``path``; ``missing_image`` or ``undecodable_image`` otherwise."""
+    path = path.absolute()  # the dataset writer reads the file again later, maybe from another cwd
     if not path.is_file():
         raise ImageProblem("missing_image", f"no image file at {path}")
     try:
@@ -86,4 +88,6 @@ def _rgb(image: PIL.Image.Image, where: str) -> PIL.Image.Image:
     try:
         return image.convert("RGB")
     except Exception as exc:
-        raise ImageProblem("undecodable_image", f"{where}: cannot convert {image.mode} to RGB: {exc}") from exc
+        raise ImageProblem(
+            "undecodable_image", f"{where}: cannot convert {image.mode} to RGB: {exc}"
+        ) from exc

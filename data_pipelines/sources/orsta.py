@@ -34,7 +34,13 @@ from data_pipelines.sources.annotations import (
     parquet_columns,
     parquet_files,
 )
-from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE, BoxProblem, checked_box, detection_answer, to_xyxy
+from data_pipelines.sources.answer_boxes import (
+    DEFAULT_TOLERANCE,
+    BoxProblem,
+    checked_box,
+    detection_answer,
+    to_xyxy,
+)
 from data_pipelines.sources.columns import plain_value
 from data_pipelines.sources.images import ImageProblem, load_image
 from data_pipelines.sources.rows import RowIds, new_row
@@ -60,12 +66,18 @@ class OrstaOptions:
 def load_orsta(options: OrstaOptions, name: str = "orsta") -> SourceResult:
     """Rows from V-Triune/Orsta parquet; each unusable row is a drop naming its index and field."""
     if options.gt_box_frame not in GT_FRAMES:
-        raise SourceError(f"source {name!r}: gt_box_frame must be one of {GT_FRAMES}, got {options.gt_box_frame!r}")
+        raise SourceError(
+            f"source {name!r}: gt_box_frame must be one of {GT_FRAMES}, got {options.gt_box_frame!r}"
+        )
     files = parquet_files(options.path, options.split, f"source {name!r}: path")
     missing = [c for c in REQUIRED_COLUMNS if c not in parquet_columns(files)]
     if missing:
         raise SourceError(f"{files[0]}: not V-Triune/Orsta data, missing columns {missing}")
-    root = existing_path(options.image_root, f"source {name!r}: image_root", "dir") if options.image_root else None
+    root = (
+        existing_path(options.image_root, f"source {name!r}: image_root", "dir")
+        if options.image_root
+        else None
+    )
     tasks = {**DEFAULT_TASKS, **(options.task_by_verifier or {})}
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(iter_parquet_records(files)):
@@ -77,8 +89,15 @@ def load_orsta(options: OrstaOptions, name: str = "orsta") -> SourceResult:
     return result
 
 
-def _row(record: dict, index: int, options: OrstaOptions, tasks: Mapping[str, str], root: Path | None,
-         result: SourceResult, name: str):
+def _row(
+    record: dict,
+    index: int,
+    options: OrstaOptions,
+    tasks: Mapping[str, str],
+    root: Path | None,
+    result: SourceResult,
+    name: str,
+):
     row_id = f"{name}:{index}"
     question, system = _question(_maybe_json(record.get("prompt")))
     if not question:
@@ -91,16 +110,29 @@ def _row(record: dict, index: int, options: OrstaOptions, tasks: Mapping[str, st
     if not truth:
         return result.drop(row_id, "missing_answer", f"row {index}: empty 'reward_model.ground_truth'")
     try:
-        images = [load_image(v, root, f"row {index}, column 'images'") for v in _image_list(record.get("images"))]
+        images = [
+            load_image(v, root, f"row {index}, column 'images'") for v in _image_list(record.get("images"))
+        ]
         if reward["verifier"] == "detection":
-            truth = _detection_truth(truth, images, _frame(options.gt_box_frame, reward), options.box_tolerance)
+            truth = _detection_truth(
+                truth, images, _frame(options.gt_box_frame, reward), options.box_tolerance
+            )
     except ImageProblem as problem:
         return result.drop(row_id, problem.reason, problem.detail)
     except BoxProblem as problem:
-        return result.drop(row_id, problem.reason, f"row {index}, field 'reward_model.ground_truth': {problem.detail}")
+        return result.drop(
+            row_id, problem.reason, f"row {index}, field 'reward_model.ground_truth': {problem.detail}"
+        )
     ability = record.get("ability")
-    meta = {k: plain_value(v) for k, v in (("ability", ability), ("extra_info", record.get("extra_info")),
-                                      ("system_prompt", system)) if v not in (None, "", {})}
+    meta = {
+        k: plain_value(v)
+        for k, v in (
+            ("ability", ability),
+            ("extra_info", record.get("extra_info")),
+            ("system_prompt", system),
+        )
+        if v not in (None, "", {})
+    }
     task = tasks.get(reward["verifier"]) or (ability if isinstance(ability, str) and ability else "open")
     data_source = options.data_source or record.get("data_source") or name
     return new_row(row_id, images, question, truth, task, str(data_source), reward=reward, meta=meta)
@@ -123,8 +155,11 @@ def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI-style parts
-        parts = [p.get("text", "") if p.get("type") == "text" else "<image>" if p.get("type") == "image" else ""
-                 for p in content if isinstance(p, Mapping)]
+        parts = [
+            p.get("text", "") if p.get("type") == "text" else "<image>" if p.get("type") == "image" else ""
+            for p in content
+            if isinstance(p, Mapping)
+        ]
         return "".join(parts)
     return ""
 

@@ -54,9 +54,15 @@ class RefCocoOptions:
 def load_refcoco(options: RefCocoOptions, name: str = "refcoco") -> SourceResult:
     """Grounding rows, ``[x1, y1, x2, y2]`` answers in original pixels; bad records dropped with a reason."""
     if options.box_format not in BOX_FORMATS:
-        raise SourceError(f"source {name!r}: box_format must be one of {BOX_FORMATS}, got {options.box_format!r}")
+        raise SourceError(
+            f"source {name!r}: box_format must be one of {BOX_FORMATS}, got {options.box_format!r}"
+        )
     path = existing_path(options.annotations, f"source {name!r}: annotations", "file")
-    root = existing_path(options.image_root, f"source {name!r}: image_root", "dir") if options.image_root else path.parent
+    root = (
+        existing_path(options.image_root, f"source {name!r}: image_root", "dir")
+        if options.image_root
+        else path.parent
+    )
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(read_records(path)):
         local = _first(record, ID_KEYS)
@@ -67,15 +73,24 @@ def load_refcoco(options: RefCocoOptions, name: str = "refcoco") -> SourceResult
     return result
 
 
-def _rows(record: dict, index: int, row_id: str, root: Path, options: RefCocoOptions, result: SourceResult,
-          name: str) -> list[dict]:
+def _rows(
+    record: dict,
+    index: int,
+    row_id: str,
+    root: Path,
+    options: RefCocoOptions,
+    result: SourceResult,
+    name: str,
+) -> list[dict]:
     """The record's rows (one per kept expression), or [] after recording why it was dropped."""
     if "__invalid__" in record:
         result.drop(row_id, "invalid_record", f"record {index} is not an object")
         return []
     expressions = _expressions(_first(record, EXPRESSION_KEYS))
     if not expressions:
-        result.drop(row_id, "missing_question", f"record {index}: no expression in any of {list(EXPRESSION_KEYS)}")
+        result.drop(
+            row_id, "missing_question", f"record {index}: no expression in any of {list(EXPRESSION_KEYS)}"
+        )
         return []
     box = _first(record, BOX_KEYS)
     if box is None:
@@ -85,14 +100,29 @@ def _rows(record: dict, index: int, row_id: str, root: Path, options: RefCocoOpt
         image = load_image(_first(record, IMAGE_KEYS), root, f"record {index}, field 'image'")
         xyxy = checked_box(to_xyxy(box, options.box_format), image.size, options.box_tolerance)
     except (ImageProblem, BoxProblem) as problem:
-        result.drop(row_id, problem.reason, f"record {index}, field 'bbox': {problem.detail}"
-                    if isinstance(problem, BoxProblem) else problem.detail)
+        result.drop(
+            row_id,
+            problem.reason,
+            f"record {index}, field 'bbox': {problem.detail}"
+            if isinstance(problem, BoxProblem)
+            else problem.detail,
+        )
         return []
     kept = expressions if options.one_row_per_expression else expressions[:1]
     meta = {k: v for k, v in record.items() if k not in (*EXPRESSION_KEYS, *BOX_KEYS) and _jsonable(v)}
     meta["image_size"] = list(image.size)
-    return [new_row(row_id, [image], options.template.format(expression=e), box_answer(xyxy), "grounding",
-                    options.data_source or name, meta={**meta, "expression": e}) for e in kept]
+    return [
+        new_row(
+            row_id,
+            [image],
+            options.template.format(expression=e),
+            box_answer(xyxy),
+            "grounding",
+            options.data_source or name,
+            meta={**meta, "expression": e},
+        )
+        for e in kept
+    ]
 
 
 def _first(record: dict, keys: tuple[str, ...]):

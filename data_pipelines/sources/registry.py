@@ -67,7 +67,9 @@ def source_spec(section: Mapping[str, Any] | SourceSpec) -> SourceSpec:
     if isinstance(section, SourceSpec):
         return section
     if not isinstance(section, Mapping):
-        raise SourceError(f"a source section must be a mapping {{kind, name, params}}, got {type(section).__name__}")
+        raise SourceError(
+            f"a source section must be a mapping {{kind, name, params}}, got {type(section).__name__}"
+        )
     valid = [f.name for f in dataclasses.fields(SourceSpec)]
     unknown = sorted(set(section) - set(valid))
     if unknown:
@@ -99,7 +101,7 @@ def build_options(kind: str, params: Mapping[str, Any], name: str | None = None)
 def load_source(spec: Mapping[str, Any] | SourceSpec) -> SourceResult:
     """Read one source: rows (schema-v1 dicts) and the drops, under the spec's name."""
     spec = source_spec(spec)
-    name = spec.name or spec.kind
+    name = spec.kind if spec.name is None else spec.name
     if not isinstance(name, str) or not name.strip():
         raise SourceError(f"source of kind {spec.kind!r}: name must be a non-empty string, got {name!r}")
     options = build_options(spec.kind, spec.params, name)

@@ -15,8 +15,15 @@ IMAGE_PLACEHOLDER = "<image>"  # as vlrl.data.schema; repeated here so sources i
 
 
 def new_row(
-    row_id: str, images: list, problem: str, answer: str, task: str, data_source: str,
-    reward: dict | str = "", reasoning: str = "", meta: dict | None = None,
+    row_id: str,
+    images: list,
+    problem: str,
+    answer: str,
+    task: str,
+    data_source: str,
+    reward: dict | str = "",
+    reasoning: str = "",
+    meta: dict | None = None,
 ) -> dict:
     """A schema-v1 row in flight (see ``data_pipelines.records``)."""
     return {
@@ -46,8 +53,11 @@ class RowIds:
             return False
         n_marks = row["problem"].count(IMAGE_PLACEHOLDER)
         if n_marks and n_marks != len(row["images"]):
-            result.drop(row_id, "placeholder_mismatch",
-                        f"problem has {n_marks} '{IMAGE_PLACEHOLDER}' marks but the row has {len(row['images'])} images")
+            result.drop(
+                row_id,
+                "placeholder_mismatch",
+                f"problem has {n_marks} '{IMAGE_PLACEHOLDER}' marks but the row has {len(row['images'])} images",
+            )
             return False
         self.seen.add(row_id)
         result.rows.append(row)

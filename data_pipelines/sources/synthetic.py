@@ -41,7 +41,9 @@ def load_shapes(options: ShapesOptions, name: str = "shapes") -> SourceResult:
     _check_tasks(options.tasks, shapes.TASKS, name)
     result, ids = SourceResult(name), RowIds()
     for task in options.tasks:
-        for row in shapes.shape_rows(task, options.rows_per_task, options.seed, options.image_size, options.split):
+        for row in shapes.shape_rows(
+            task, options.rows_per_task, options.seed, options.image_size, options.split
+        ):
             ids.add(result, {**row, "id": f"{name}:{row['id']}", "meta": json.loads(row["meta"])})
     return result
 
@@ -51,8 +53,15 @@ def load_digits(options: DigitsOptions, name: str = "digits") -> SourceResult:
     _check_tasks(options.tasks, digits.TASKS, name)
     result, ids = SourceResult(name), RowIds()
     for task in options.tasks:
-        rows = digits.digit_rows(task, options.rows_per_task, options.seed, options.split, options.canvas_size,
-                                 options.scale, options.test_fraction)
+        rows = digits.digit_rows(
+            task,
+            options.rows_per_task,
+            options.seed,
+            options.split,
+            options.canvas_size,
+            options.scale,
+            options.test_fraction,
+        )
         for row in rows:
             ids.add(result, {**row, "id": f"{name}:{row['id']}"})
     return result

@@ -45,7 +45,11 @@ class VlaaOptions:
 def load_vlaa(options: VlaaOptions, name: str = "vlaa") -> SourceResult:
     """Rows from a VLAA-Thinking file; records without image, question or ground truth are drops."""
     path = existing_path(options.annotations, f"source {name!r}: annotations", "file")
-    root = existing_path(options.image_root, f"source {name!r}: image_root", "dir") if options.image_root else path.parent
+    root = (
+        existing_path(options.image_root, f"source {name!r}: image_root", "dir")
+        if options.image_root
+        else path.parent
+    )
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(read_records(path)):
         row = _row(record, index, Path(root), options, result, name)
@@ -80,8 +84,16 @@ def _row(record: dict, index: int, root: Path, options: VlaaOptions, result: Sou
     if task == "mcq":
         meta["options"] = question_options(question)
     ds_answer = record.get("ds_answer") if isinstance(record.get("ds_answer"), str) else ""
-    return new_row(row_id, images, question, answer, task, options.data_source or _origin(source_meta) or name,
-                   reasoning=thinking(ds_answer), meta=meta)
+    return new_row(
+        row_id,
+        images,
+        question,
+        answer,
+        task,
+        options.data_source or _origin(source_meta) or name,
+        reasoning=thinking(ds_answer),
+        meta=meta,
+    )
 
 
 def infer_task(answer: str, question: str = "") -> str:

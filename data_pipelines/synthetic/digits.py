@@ -56,11 +56,16 @@ def split_indices(split: str, test_fraction: float = 0.2) -> list[int]:
     order = list(range(len(_scans()[1])))
     random.Random("digits:split").shuffle(order)  # fixed: the split must not move with the seed
     n_test = round(len(order) * test_fraction)
-    return sorted(order[len(order) - n_test:] if split == "test" else order[: len(order) - n_test])
+    return sorted(order[len(order) - n_test :] if split == "test" else order[: len(order) - n_test])
 
 
 def digit_rows(
-    task: str, n: int, seed: int, split: str = "train", canvas_size: int = 112, scale: int = 4,
+    task: str,
+    n: int,
+    seed: int,
+    split: str = "train",
+    canvas_size: int = 112,
+    scale: int = 4,
     test_fraction: float = 0.2,
 ) -> list[dict]:
     """``n`` schema-v1 rows of ``task`` ("sum" or "grounding"), the same for the same arguments.
@@ -89,9 +94,19 @@ def digit_rows(
         meta = {"canvas_size": [canvas_size, canvas_size], "scale": scale, "digits": placed}
         if target is not None:
             meta["target"] = target
-        rows.append({"id": f"digits-{task}-{split}-s{seed}-{i:06d}", "images": [image], "problem": problem,
-                     "answer": answer, "task": schema_task, "data_source": data_source, "reward": "",
-                     "reasoning": "", "meta": meta})
+        rows.append(
+            {
+                "id": f"digits-{task}-{split}-s{seed}-{i:06d}",
+                "images": [image],
+                "problem": problem,
+                "answer": answer,
+                "task": schema_task,
+                "data_source": data_source,
+                "reward": "",
+                "reasoning": "",
+                "meta": meta,
+            }
+        )
     return rows
 
 
@@ -112,17 +127,27 @@ def _place(rng, samples, images, labels, canvas_size: int, scale: int) -> list[d
     cell = 8 * scale
     for _ in range(_PLACEMENT_TRIES):
         corners = [(rng.randint(0, canvas_size - cell), rng.randint(0, canvas_size - cell)) for _ in samples]
-        if all(_apart(a, b, cell) for k, a in enumerate(corners) for b in corners[k + 1:]):
+        if all(_apart(a, b, cell) for k, a in enumerate(corners) for b in corners[k + 1 :]):
             break
     else:
         raise RuntimeError(f"could not place {len(samples)} digits on a {canvas_size}px canvas")
     placed = []
-    for sample, (x0, y0) in zip(samples, corners):
+    for sample, (x0, y0) in zip(samples, corners, strict=True):
         rows, cols = np.nonzero(images[sample] > 0)
-        box = [x0 + int(cols.min()) * scale, y0 + int(rows.min()) * scale,
-               x0 + (int(cols.max()) + 1) * scale, y0 + (int(rows.max()) + 1) * scale]
-        placed.append({"label": int(labels[sample]), "sample": int(sample),
-                       "cell": [x0, y0, x0 + cell, y0 + cell], "box": box})
+        box = [
+            x0 + int(cols.min()) * scale,
+            y0 + int(rows.min()) * scale,
+            x0 + (int(cols.max()) + 1) * scale,
+            y0 + (int(rows.max()) + 1) * scale,
+        ]
+        placed.append(
+            {
+                "label": int(labels[sample]),
+                "sample": int(sample),
+                "cell": [x0, y0, x0 + cell, y0 + cell],
+                "box": box,
+            }
+        )
     return placed
 
 

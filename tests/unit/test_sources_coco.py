@@ -10,8 +10,12 @@ from sources_support import assert_schema_rows, drops_by_reason, write_image
 from data_pipelines.sources.annotations import SourceError, SourceFileNotFound
 from data_pipelines.sources.coco import CocoOptions, load_coco, plural
 
-CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}, {"id": 3, "name": "person"},
-              {"id": 4, "name": "bus"}]
+CATEGORIES = [
+    {"id": 1, "name": "cat"},
+    {"id": 2, "name": "dog"},
+    {"id": 3, "name": "person"},
+    {"id": 4, "name": "bus"},
+]
 
 
 def _ann(ann_id, image_id, category_id, bbox, **extra):
@@ -57,16 +61,27 @@ def test_questions_answers_and_drops(coco):
     by_id = {row["id"]: row for row in result.rows}
     # Image 1: cat (1 box) and person (1 box) get all three kinds, dog (2 boxes) no grounding -> 8 rows.
     # Image 2: only the dog survives -> 3 rows. Images 3 and 4 -> none.
-    assert sorted(by_id) == sorted([
-        "coco:1:grounding:1", "coco:1:detection:1", "coco:1:count:1",
-        "coco:1:detection:2", "coco:1:count:2",
-        "coco:1:grounding:3", "coco:1:detection:3", "coco:1:count:3",
-        "coco:2:grounding:2", "coco:2:detection:2", "coco:2:count:2",
-    ])
+    assert sorted(by_id) == sorted(
+        [
+            "coco:1:grounding:1",
+            "coco:1:detection:1",
+            "coco:1:count:1",
+            "coco:1:detection:2",
+            "coco:1:count:2",
+            "coco:1:grounding:3",
+            "coco:1:detection:3",
+            "coco:1:count:3",
+            "coco:2:grounding:2",
+            "coco:2:detection:2",
+            "coco:2:count:2",
+        ]
+    )
     assert json.loads(by_id["coco:1:grounding:1"]["answer"]) == [10, 20, 40, 60]
     assert json.loads(by_id["coco:1:grounding:3"]["answer"]) == [0, 0, 100, 80]
     assert json.loads(by_id["coco:1:detection:2"]["answer"]) == [
-        {"bbox_2d": [50, 10, 70, 30], "label": "dog"}, {"bbox_2d": [5, 5, 15.5, 15], "label": "dog"}]
+        {"bbox_2d": [50, 10, 70, 30], "label": "dog"},
+        {"bbox_2d": [5, 5, 15.5, 15], "label": "dog"},
+    ]
     assert by_id["coco:1:count:2"]["answer"] == "2" and by_id["coco:2:count:2"]["answer"] == "1"
     assert json.loads(by_id["coco:2:grounding:2"]["answer"]) == [0, 0, 10, 10]
     assert by_id["coco:1:count:3"]["problem"].startswith("How many people")
@@ -96,14 +111,21 @@ def test_answers_read_back_by_the_rewards(coco):
     accuracy = get_reward("accuracy")
     for row in load_coco(CocoOptions(annotations=str(path), image_root=str(images))).rows:
         # The ground truth itself, as a model's answer in original pixels, scores 1.0.
-        inp = RewardInput(f"<answer>{row['answer']}</answer>", row["answer"], row["task"], image_sizes=((100, 80),))
+        inp = RewardInput(
+            f"<answer>{row['answer']}</answer>", row["answer"], row["task"], image_sizes=((100, 80),)
+        )
         assert accuracy(inp) == 1.0, row["id"]
 
 
 def test_kinds_and_max_per_image_are_deterministic(coco):
     path, images = coco
     counts = load_coco(CocoOptions(annotations=str(path), image_root=str(images), kinds=("count",)))
-    assert [r["id"] for r in counts.rows] == ["coco:1:count:1", "coco:1:count:2", "coco:1:count:3", "coco:2:count:2"]
+    assert [r["id"] for r in counts.rows] == [
+        "coco:1:count:1",
+        "coco:1:count:2",
+        "coco:1:count:3",
+        "coco:2:count:2",
+    ]
     options = CocoOptions(annotations=str(path), image_root=str(images), max_per_image=2, seed=3)
     first, again = load_coco(options), load_coco(options)
     assert [r["id"] for r in first.rows] == [r["id"] for r in again.rows]
@@ -138,4 +160,11 @@ def test_size_mismatch_and_unusable_inputs(tmp_path, coco):
 
 def test_plural():
     assert [plural(c) for c in ("cat", "bus", "person", "skis", "traffic light", "toothbrush", "knife")] == [
-        "cats", "buses", "people", "skis", "traffic lights", "toothbrushes", "knives"]
+        "cats",
+        "buses",
+        "people",
+        "skis",
+        "traffic lights",
+        "toothbrushes",
+        "knives",
+    ]
