@@ -92,7 +92,7 @@ def load_coco(options: CocoOptions, name: str = "coco") -> SourceResult:
     result, ids = SourceResult(name), RowIds()
     images = {img["id"]: img for img in data["images"] if isinstance(img, dict) and "id" in img}
     by_image = _group_annotations(data["annotations"], images, categories, result, name)
-    for image_id in sorted(images, key=str):
+    for image_id in images:  # file order: deterministic, and what the user expects
         info = images[image_id]
         image = _open(info, root, result, f"{name}:{image_id}")
         if image is None:
@@ -187,7 +187,7 @@ def _check_boxes(anns: list, size: tuple[int, int], tolerance: float, result: So
 
 def _questions(info, image, anns: _ImageAnnotations, categories, options: CocoOptions, templates, name):
     rows = []
-    for cat_id in sorted(anns.boxes, key=str):
+    for cat_id in [c for c in categories if c in anns.boxes]:  # the file's category order
         if cat_id in anns.excluded:
             continue
         category, instances = categories[cat_id], anns.boxes[cat_id]
