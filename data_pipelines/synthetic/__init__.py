@@ -1,4 +1,5 @@
-"""Generated tasks with exact answers, small enough for the tiny CPU demo."""
+"""Generated tasks with exact answers: the tiny CPU demo's shapes, and sums / grounding on real handwritten
+digits (``digits``). ``data_pipelines.sources`` exposes both as sources."""
 
 from data_pipelines.synthetic.shapes import PALETTE, TASKS, WORDS, build_shapes_dataset, shape_rows
 

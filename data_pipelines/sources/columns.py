@@ -1,0 +1,215 @@
+"""Column-mapped records (a CSV/JSONL annotation file, any HF dataset) turned into schema-v1 rows.
+
+A user names which of their columns holds each schema field (``{"image": "file_name", "problem":
+"question", "answer": "gt"}``); ``task`` and ``data_source`` may be columns or constants. Each record
+becomes one row or one drop naming the record id, the field and the column: a record is never skipped
+silently and never fails the whole source.
+
+Image cells hold one image or several: a list, a JSON list in a string (``'["a.jpg", "b.jpg"]'``), or paths
+joined by ``image_sep`` (";" by default). Non-string answers (numbers, box lists) are written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from data_pipelines.records import SourceResult
+from data_pipelines.sources.annotations import SourceError
+from data_pipelines.sources.images import ImageProblem
+from data_pipelines.sources.rows import RowIds, new_row
+
+REQUIRED = ("image", "problem", "answer")
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which input column holds each schema field; None: the field has no column."""
+
+    image: str
+    problem: str
+    answer: str
+    id: str | None = None
+    task: str | None = None
+    data_source: str | None = None
+    reasoning: str | None = None
+    reward: str | None = None
+    # Columns copied into ``meta``; None copies every column not mapped above (provenance is cheap).
+    meta: tuple[str, ...] | None = None
+
+    def mapped(self) -> list[str]:
+        out = [getattr(self, f.name) for f in fields(self) if f.name != "meta"]
+        return [c for c in out if c] + list(self.meta or ())
+
+
+def columns_from_mapping(mapping: Mapping[str, Any] | Columns, where: str) -> Columns:
+    """:class:`Columns` from a config mapping; :class:`SourceError` naming ``where`` for an unknown field
+    or a missing required one (image, problem, answer)."""
+    if isinstance(mapping, Columns):
+        return mapping
+    if not isinstance(mapping, Mapping):
+        raise SourceError(f"{where}: 'columns' must be a mapping of schema field -> column name")
+    valid = [f.name for f in fields(Columns)]
+    unknown = sorted(set(mapping) - set(valid))
+    if unknown:
+        raise SourceError(f"{where}: unknown column mapping keys {unknown}; valid keys: {valid}")
+    missing = [k for k in REQUIRED if not mapping.get(k)]
+    if missing:
+        raise SourceError(f"{where}: the column mapping must name the input column for {missing}")
+    values = dict(mapping)
+    if values.get("meta") is not None:
+        values["meta"] = tuple([values["meta"]] if isinstance(values["meta"], str) else values["meta"])
+    return Columns(**values)
+
+
+def check_columns_present(columns: Columns, available: Iterable[str], where: str) -> None:
+    """Every mapped column must exist in the input (a typo would otherwise drop every single row)."""
+    have = set(available)
+    absent = [c for c in columns.mapped() if c not in have]
+    if absent:
+        raise SourceError(
+            f"{where}: mapped columns {absent} are not in the input; its columns are {sorted(have)}"
+        )
+
+
+@dataclass(frozen=True)
+class RowDefaults:
+    """Constants used where a record's column is absent or empty."""
+
+    name: str  # the source's name: id prefix and drop step
+    task: str | None  # task when no task column (or an empty cell)
+    data_source: str  # data_source when no data_source column (or an empty cell)
+    image_sep: str = ";"
+    allow_no_image: bool = False  # text-only rows are valid schema v1, but usually a broken record
+
+
+ImageLoader = Callable[[Any, str], Any]  # (cell value, where) -> RGB PIL image, or raises ImageProblem
+
+
+def add_record(
+    result: SourceResult,
+    ids: RowIds,
+    record: Mapping,
+    index: int,
+    columns: Columns,
+    defaults: RowDefaults,
+    load: ImageLoader,
+) -> None:
+    """Append ``record`` to ``result`` as a row, or record why it was dropped."""
+    local = _cell(record, columns.id) if columns.id else None
+    row_id = f"{defaults.name}:{local if local not in (None, '') else index}"
+    if "__invalid__" in record:
+        return result.drop(
+            row_id, "invalid_record", f"record {index} is not an object: {record['__invalid__']}"
+        )
+    texts = {}
+    for field, reason in (("problem", "missing_question"), ("answer", "missing_answer")):
+        column = getattr(columns, field)
+        value = _text(_cell(record, column))
+        if not value:
+            return result.drop(
+                row_id, reason, f"record {index}: empty or missing column {column!r} ({field})"
+            )
+        texts[field] = value
+    task = _text(_cell(record, columns.task)) if columns.task else ""
+    task = task or defaults.task
+    if not task:
+        return result.drop(
+            row_id, "missing_task", f"record {index}: empty column {columns.task!r} and no default task"
+        )
+    try:
+        images = [
+            load(v, f"record {index}, column {columns.image!r}")
+            for v in split_images(_cell(record, columns.image), defaults.image_sep)
+        ]
+        reward = _json_cell(_cell(record, columns.reward), "reward") if columns.reward else ""
+    except ImageProblem as problem:
+        return result.drop(row_id, problem.reason, problem.detail)
+    except ValueError as exc:
+        return result.drop(row_id, "bad_reward", f"record {index}, column {columns.reward!r}: {exc}")
+    if not images and not defaults.allow_no_image:
+        return result.drop(row_id, "missing_image", f"record {index}: empty column {columns.image!r}")
+    meta = {c: plain_value(record[c]) for c in _meta_columns(record, columns)}
+    data_source = _text(_cell(record, columns.data_source)) if columns.data_source else ""
+    row = new_row(
+        row_id,
+        images,
+        texts["problem"],
+        texts["answer"],
+        task,
+        data_source or defaults.data_source,
+        reward=reward,
+        reasoning=_text(_cell(record, columns.reasoning)) if columns.reasoning else "",
+        meta=meta,
+    )
+    ids.add(result, row)
+
+
+def split_images(value: Any, sep: str) -> list:
+    """One cell's images: a list as it is, a JSON-list string parsed, a ``sep``-joined string split."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if v is not None and v != ""]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+                if isinstance(parsed, list):
+                    return [v for v in parsed if v]
+            except json.JSONDecodeError:
+                pass
+        return [p.strip() for p in text.split(sep) if p.strip()] if sep else ([text] if text else [])
+    return [value]
+
+
+def _cell(record: Mapping, column: str | None) -> Any:
+    return None if column is None else record.get(column)
+
+
+def _text(value: Any) -> str:
+    """A cell as answer/problem text: strings stripped, numbers and lists as JSON, None as ""."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float) and value != value:  # NaN: pandas' empty cell
+        return ""
+    return json.dumps(plain_value(value))
+
+
+def _json_cell(value: Any, field: str) -> dict | str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        value = json.loads(value)  # JSONDecodeError is a ValueError
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field} must be a JSON object, got {type(value).__name__}")
+    return dict(value)
+
+
+def _meta_columns(record: Mapping, columns: Columns) -> list[str]:
+    if columns.meta is not None:
+        return [c for c in columns.meta if c in record]
+    used = set(columns.mapped())
+    return [c for c in record if c not in used and not _is_binary(record[c])]
+
+
+def _is_binary(value: Any) -> bool:
+    return isinstance(value, (bytes, bytearray)) or (isinstance(value, Mapping) and "bytes" in value)
+
+
+def plain_value(value: Any) -> Any:
+    """A value as JSON can hold it (numpy scalars and arrays from parquet, tuples)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

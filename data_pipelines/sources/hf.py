@@ -1,0 +1,128 @@
+"""Source ``hf``: any Hugging Face dataset with a column mapping.
+
+The dataset is a ``save_to_disk`` folder, a parquet file or a folder of parquet files (``path``), or a hub
+dataset (``hub_id``) — downloaded through ``datasets.load_dataset`` only when the user names one. Images may
+be ``Image`` features (single or lists), raw bytes, ``{"bytes", "path"}`` structs or path strings (relative
+to ``image_root``). Image features are read undecoded and decoded here, so one corrupt image drops its row
+instead of raising from inside the dataset iterator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from data_pipelines.records import SourceResult
+from data_pipelines.sources.annotations import (
+    SourceError,
+    existing_path,
+    iter_parquet_records,
+    parquet_columns,
+    parquet_files,
+)
+from data_pipelines.sources.columns import (
+    RowDefaults,
+    add_record,
+    check_columns_present,
+    columns_from_mapping,
+)
+from data_pipelines.sources.images import load_image
+from data_pipelines.sources.rows import RowIds
+
+
+@dataclass(frozen=True)
+class HFOptions:
+    columns: Mapping[
+        str, Any
+    ]  # schema field -> dataset column, e.g. {"image": "image", "problem": "question"}
+    path: str | None = None  # save_to_disk folder, .parquet file or folder of parquet files
+    hub_id: str | None = None  # a hub dataset id, loaded with datasets.load_dataset (network) only when given
+    config: str | None = None  # hub dataset configuration name
+    revision: str | None = None  # hub revision (commit, tag or branch)
+    split: str = "train"  # split of a DatasetDict, hub dataset or parquet folder
+    image_root: str | None = None  # folder that relative image paths are under
+    task: str | None = None  # constant task when there is no task column (or its cell is empty)
+    data_source: str | None = None  # constant data_source; default: the source's name
+    image_sep: str = ";"
+    allow_no_image: bool = False
+    limit: int | None = None  # read at most this many records (a quick look at a large set)
+
+
+def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
+    """Rows from a Hugging Face dataset; every unusable record is a drop naming it.
+
+    Raises :class:`SourceError` when neither or both of ``path`` and ``hub_id`` are given, the data is
+    missing or unreadable, the mapping lacks image/problem/answer or names a column the dataset lacks.
+    """
+    where = f"source {name!r} ({options.path or options.hub_id})"
+    if bool(options.path) == bool(options.hub_id):
+        raise SourceError(f"source {name!r}: give exactly one of 'path' (local data) and 'hub_id'")
+    if not options.task and not (isinstance(options.columns, Mapping) and options.columns.get("task")):
+        raise SourceError(f"{where}: give a constant 'task' or map a 'task' column (tasks route the rewards)")
+    columns = columns_from_mapping(options.columns, where)
+    available, records = _open(options, where)
+    check_columns_present(columns, available, where)
+    root = (
+        Path(existing_path(options.image_root, f"{where}: image_root", "dir")) if options.image_root else None
+    )
+    defaults = RowDefaults(
+        name=name,
+        task=options.task,
+        data_source=options.data_source or name,
+        image_sep=options.image_sep,
+        allow_no_image=options.allow_no_image,
+    )
+    result, ids = SourceResult(name), RowIds()
+    for index, record in enumerate(records):
+        if options.limit is not None and index >= options.limit:
+            break
+        add_record(result, ids, record, index, columns, defaults, lambda v, w: load_image(v, root, w))
+    return result
+
+
+def _open(options: HFOptions, where: str) -> tuple[list[str], Iterator[dict]]:
+    """(column names, records) of the dataset, images undecoded."""
+    if options.hub_id:
+        import datasets
+
+        ds = datasets.load_dataset(
+            options.hub_id, options.config, split=options.split, revision=options.revision
+        )
+        return _undecoded(ds)
+    path = existing_path(options.path, f"{where}: path")
+    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+        return _undecoded(_from_disk(path, options.split))
+    files = parquet_files(path, options.split, f"{where}: path")
+    return parquet_columns(files), iter_parquet_records(files)
+
+
+def _from_disk(path: Path, split: str):
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise SourceError(f"{path}: no split {split!r}; splits: {sorted(loaded)}")
+        return loaded[split]
+    return loaded
+
+
+def _undecoded(ds) -> tuple[list[str], Iterator[dict]]:
+    """Image features cast to ``decode=False`` ({bytes, path} dicts), so decoding errors surface per row."""
+    import datasets
+
+    def plain(feature):
+        if isinstance(feature, datasets.Image):
+            return datasets.Image(decode=False)
+        if isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
+            return datasets.List(datasets.Image(decode=False))
+        if isinstance(feature, datasets.Sequence) and isinstance(feature.feature, datasets.Image):
+            return datasets.Sequence(datasets.Image(decode=False))
+        return feature
+
+    features = datasets.Features({k: plain(v) for k, v in ds.features.items()})
+    if features != ds.features:
+        ds = ds.cast(features)
+    return list(ds.column_names), iter(ds)

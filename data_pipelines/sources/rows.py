@@ -1,0 +1,64 @@
+"""Building a source's rows: one constructor for the in-flight row dict, and id uniqueness.
+
+Every source builds rows through :func:`new_row` so they share one shape (schema-v1 fields; ``reward`` and
+``meta`` as dicts, "" / {} when absent) and one placeholder check, and adds them through :class:`RowIds`,
+which drops a repeated id (``duplicate_id``) instead of letting it fail the dataset at write time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_pipelines.records import SourceResult
+
+IMAGE_PLACEHOLDER = "<image>"  # as vlrl.data.schema; repeated here so sources import no torch-side code
+
+
+def new_row(
+    row_id: str,
+    images: list,
+    problem: str,
+    answer: str,
+    task: str,
+    data_source: str,
+    reward: dict | str = "",
+    reasoning: str = "",
+    meta: dict | None = None,
+) -> dict:
+    """A schema-v1 row in flight (see ``data_pipelines.records``)."""
+    return {
+        "id": row_id,
+        "images": list(images),
+        "problem": problem,
+        "answer": answer,
+        "task": task,
+        "data_source": data_source,
+        "reward": reward or "",
+        "reasoning": reasoning or "",
+        "meta": meta or {},
+    }
+
+
+@dataclass
+class RowIds:
+    """The ids a source has emitted; :meth:`add` appends a row unless it breaks a rule a writer would reject."""
+
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, result: SourceResult, row: dict) -> bool:
+        """Append ``row`` to ``result``; drop it (``duplicate_id``, ``placeholder_mismatch``) otherwise."""
+        row_id = row["id"]
+        if row_id in self.seen:
+            result.drop(row_id, "duplicate_id", f"id {row_id!r} already used by an earlier row")
+            return False
+        n_marks = row["problem"].count(IMAGE_PLACEHOLDER)
+        if n_marks and n_marks != len(row["images"]):
+            result.drop(
+                row_id,
+                "placeholder_mismatch",
+                f"problem has {n_marks} '{IMAGE_PLACEHOLDER}' marks but the row has {len(row['images'])} images",
+            )
+            return False
+        self.seen.add(row_id)
+        result.rows.append(row)
+        return True
