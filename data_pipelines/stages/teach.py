@@ -33,10 +33,12 @@ class TeachStats:
     asked: int = 0  # requests sent to the teacher in this run
     cached: int = 0  # requests answered from the cache
     not_needed: int = 0  # rows the stage passed through without a request
-    failed: int = 0  # requests whose reply was an error (the rows are dropped, the errors not cached)
+    failed: int = 0  # rows whose reply was an error (the rows are dropped, the errors not cached)
+    shared: int = 0  # rows whose request equalled another row's in the same batch (asked once)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(asked=self.asked, cached=self.cached, not_needed=self.not_needed, failed=self.failed)
+        return dict(asked=self.asked, cached=self.cached, not_needed=self.not_needed, failed=self.failed,
+                    shared=self.shared)
 
 
 def iter_rows(ds: datasets.Dataset, batch_size: int = 64) -> Iterator[dict]:
@@ -79,11 +81,18 @@ def _flush(pending, replies, teacher, cache, stage, stats, bar) -> None:
     if not pending:
         return
     hits = cache.get_many([key for _, key, _ in pending])
-    misses = [(i, key, req) for i, key, req in pending if key not in hits]
     for i, key, _ in pending:
         if key in hits:
             replies[i] = ChatReply(text=hits[key])
-    stats.cached += len(pending) - len(misses)
+    stats.cached += sum(key in hits for _, key, _ in pending)
+    # Identical requests (same key) in one batch are sent once and share the reply.
+    rows_of: dict[str, list[int]] = {}
+    misses: list[tuple[str, ChatRequest]] = []
+    for i, key, request in pending:
+        if key not in hits:
+            if key not in rows_of:
+                misses.append((key, request))
+            rows_of.setdefault(key, []).append(i)
     if misses:
         # Each reply is cached the moment it arrives (the teacher calls back in this thread), so a kill
         # mid-batch loses only the requests still in flight, never an answered one.
@@ -91,20 +100,22 @@ def _flush(pending, replies, teacher, cache, stage, stats, bar) -> None:
 
         def store(j: int, reply: ChatReply) -> None:
             stored.add(j)
-            i, key, _ = misses[j]
-            replies[i] = reply
+            key = misses[j][0]
+            for i in rows_of[key]:
+                replies[i] = reply
             if reply.ok:
                 cache.put_many(stage, [(key, reply.text)])
             else:
-                stats.failed += 1
+                stats.failed += len(rows_of[key])
 
-        answers = teacher.chat([req for _, _, req in misses], on_reply=store)
+        answers = teacher.chat([request for _, request in misses], on_reply=store)
         if len(answers) != len(misses):
             raise RuntimeError(f"{stage}: teacher returned {len(answers)} replies for {len(misses)} requests")
         for j, reply in enumerate(answers):  # a teacher that does not call back is cached per batch
             if j not in stored:
                 store(j, reply)
         stats.asked += len(misses)
+        stats.shared += sum(len(rows_of[key]) - 1 for key, _ in misses)
     bar.update(len(pending))
     pending.clear()
 

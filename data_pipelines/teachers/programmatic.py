@@ -66,8 +66,9 @@ def parse_scene(scene: dict | str) -> Scene:
         family, size_key = "shapes", "image_size"
         make = lambda s: SceneObject(s["kind"], _box(s["box"]), colour=s["colour"])  # noqa: E731
     elif "digits" in scene:
-        family, size_key = "digits", "canvas"
-        make = lambda d: SceneObject("digit", _box(d["box"]), digit=int(d["digit"]))  # noqa: E731
+        # The digits generator writes canvas_size and label; canvas and digit are accepted too.
+        family, size_key = "digits", "canvas_size" if "canvas_size" in scene else "canvas"
+        make = lambda d: SceneObject("digit", _box(d["box"]), digit=int(d["label"] if "label" in d else d["digit"]))  # noqa: E731
     else:
         raise SceneError("the scene has neither 'shapes' nor 'digits'")
     try:
@@ -214,8 +215,14 @@ REASONERS: dict[str, Callable[[Scene, str, object], str]] = {
 }
 
 
+# Schema-v1 task names of the digits generator's rows -> the reasoner for that kind of question.
+DIGITS_TASKS = {"number": "digit_sum", "grounding": "digit_grounding"}
+
+
 def reasoning(scene: Scene, task: str, question: str = "", target=None) -> str:
     """The step-by-step chain for ``task`` on ``scene``, ending in ``<answer>…</answer>``."""
+    if scene.family == "digits":
+        task = DIGITS_TASKS.get(task, task)
     if task not in REASONERS:
         raise SceneError(f"no programmatic reasoning for task {task!r}; known tasks: {sorted(REASONERS)}")
     return REASONERS[task](scene, question, target)

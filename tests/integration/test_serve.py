@@ -4,15 +4,11 @@ greedy text equal to vlrl's rollout run in this process on the same prompt, erro
 from __future__ import annotations
 
 import json
-import queue
-import re
-import subprocess
-import sys
-import threading
 import urllib.error
 import urllib.request
 
 import pytest
+from serve_process import running_server
 
 from data_pipelines.synthetic.shapes import shape_rows
 from data_pipelines.teachers import ChatRequest, LocalTeacher, OpenAITeacher
@@ -23,39 +19,13 @@ from vlrl.models.policy import load_policy
 from vlrl.rollout import generate
 
 MAX_TOKENS = 8
-STARTUP_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, tmp_path_factory):
     """`python -m vlrl.cli serve TINY --port 0` until the module's tests end; yields its base URL (…/v1)."""
-    log = tmp_path_factory.mktemp("serve") / "stderr.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "vlrl.cli", "serve", str(tiny_model_dir), "--port", "0",
-                                 "--model-name", "tiny", "--max-new-tokens", "32", "--device", "cpu",
-                                 "--dtype", "float32"],
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    try:
-        url = None
-        while url is None:
-            try:
-                line = lines.get(timeout=STARTUP_TIMEOUT_S)
-            except queue.Empty:
-                pytest.fail(f"no 'serving' line in {STARTUP_TIMEOUT_S} s; stderr:\n{log.read_text()[-3000:]}")
-            match = re.match(r"serving \S+ on (http://\S+)", line)
-            url = match.group(1) if match else None
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}; stderr:\n{log.read_text()[-3000:]}")
-        yield url + "/v1", url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with running_server(tiny_model_dir, tmp_path_factory.mktemp("serve") / "stderr.log") as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")

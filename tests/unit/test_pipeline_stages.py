@@ -96,7 +96,7 @@ def test_caption_asks_only_rows_that_need_it_and_a_rerun_asks_nothing(tmp_path):
     assert out.ds["id"] == ["a", "b", "c"]
     assert [json.loads(m or "{}").get("caption") for m in out.ds["meta"]] == ["caption of q1", "given", None]
     assert [(d.id, d.step, d.reason) for d in out.drops] == [("d", "caption", "teacher_error")]
-    assert out.stats == {"asked": 2, "cached": 0, "not_needed": 2, "failed": 1}
+    assert out.stats == {"asked": 2, "cached": 0, "not_needed": 2, "failed": 1, "shared": 0}
     # Rerun: a's caption comes from the cache; the failed d is asked again.
     teacher.sent.clear()
     again = caption(ds, teacher, cache, TeacherStageConfig())
