@@ -168,11 +168,20 @@ def _data_build(args: argparse.Namespace) -> int:
 
     from data_pipelines.build import build
     from data_pipelines.config import BuildConfig
-    from vlrl.config_loader import load_config
+    from data_pipelines.sources.annotations import SourceError
+    from vlrl.config_loader import ConfigError, load_config
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_config(BuildConfig, args.config, args.overrides)
-    card = build(cfg, config_name=args.config or "")
+    overrides = list(args.overrides)
+    yaml_path = None
+    if overrides and "=" not in overrides[0]:
+        yaml_path = overrides.pop(0)
+    try:
+        cfg = load_config(BuildConfig, yaml_path, overrides)
+        card = build(cfg, config_name=yaml_path or "")
+    except (ConfigError, SourceError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = cfg.output_dir
     for s in card["stages"]:
         print(f"{s['stage']:>9}: {s['rows_in']:>6} in -> {s['rows_out']:>6} out"
@@ -251,6 +260,26 @@ def _add_serve_parser(sub) -> None:
     serve.set_defaults(fn=_serve)
 
 
+def _data_sources(args: argparse.Namespace) -> int:
+    import dataclasses
+    import inspect
+
+    from data_pipelines.sources.registry import SOURCES
+
+    for kind, source in SOURCES.items():
+        doc = inspect.getdoc(source.load) or ""
+        print(f"{kind}: {doc.splitlines()[0] if doc else ''}")
+        for f in dataclasses.fields(source.options):
+            if f.default is not dataclasses.MISSING:
+                default = f" = {f.default!r}"
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f" = {f.default_factory()!r}"
+            else:
+                default = "  (required)"
+            print(f"    {f.name}: {f.type}{default}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vlrl.config import Config, RewardConfig
     from vlrl.config_loader import format_help
@@ -312,10 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     build = data.add_parser("build", help="run the dataset pipeline: collect, caption, distill, rewrite, verify, "
                             "curate", description=DATA_BUILD_HELP, epilog=format_help(BuildConfig),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("config", nargs="?", metavar="CONFIG.yaml", help="build recipe (default: built-in "
-                       "defaults, a small shapes set with the programmatic teacher)")
-    build.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides of the recipe")
+    build.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
+                       help="an optional build recipe (default: built-in defaults, a small shapes set with the "
+                       "programmatic teacher), then dotted overrides")
     build.set_defaults(fn=_data_build)
+    sources = data.add_parser("sources", help="list the source kinds of `vlrl data build` and their params")
+    sources.set_defaults(fn=_data_sources)
     _add_serve_parser(sub)
     return parser
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from tqdm.auto import tqdm
+
 from data_pipelines.cache import image_digest
 from data_pipelines.config import CurateConfig
 from data_pipelines.records import Drop
@@ -33,7 +35,7 @@ def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[Stage
     if cfg.max_prompt_tokens and not cfg.processor:
         raise ValueError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
     keep, drops, seen = [], [], {}
-    for i, row in enumerate(iter_rows(collected)):
+    for i, row in enumerate(tqdm(iter_rows(collected), total=len(collected), desc=STAGE, unit="row")):
         problem = _rule_problem(row, cfg) or _duplicate(row, cfg, seen)
         if problem is None and counter is not None:
             n = counter(row)

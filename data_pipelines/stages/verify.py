@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from tqdm.auto import tqdm
+
 from data_pipelines.config import VerifyConfig
 from data_pipelines.records import Drop
 from data_pipelines.stages.teach import StageResult, iter_rows, meta_of
@@ -21,7 +23,7 @@ STAGE = "verify"
 
 def verify(ds, cfg: VerifyConfig) -> StageResult:
     inputs, rows_to_score, drops = [], [], []
-    for i, row in enumerate(iter_rows(ds)):
+    for i, row in enumerate(tqdm(iter_rows(ds), total=len(ds), desc=STAGE, unit="row")):
         if extract_answer(row["reasoning"]) is None:
             drops.append(Drop(row["id"], STAGE, "no_answer_tag", "the chain has no <answer>...</answer>"))
             continue

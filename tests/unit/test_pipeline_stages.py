@@ -228,3 +228,29 @@ def test_curate_token_budget_counts_the_prompt_as_training_encodes_it(tiny_model
     result, _ = curate(ds, dataset([]), cfg)
     assert result.ds["id"] == ["small"]
     assert [(d.id, d.reason) for d in result.drops] == [("big", "over_token_budget")]
+
+
+def test_pass_rate_filter_measures_with_the_rollout(tiny_model_dir):
+    """At temperature 0 every sample is the greedy completion: a row whose answer is that completion passes k/k
+    (too easy), a row with another answer 0/k (too hard). The greedy text is computed independently here."""
+    from data_pipelines.config import PassRateConfig
+    from data_pipelines.stages.pass_rate import pass_rate_filter
+    from vlrl.config import ModelConfig, RolloutConfig
+    from vlrl.data import PromptEncoder, validate_row
+    from vlrl.models.policy import load_policy
+    from vlrl.rollout import generate
+
+    base = {"images": [image(size=(56, 56))], "problem": "what colour is the shape ?", "task": "open"}
+    policy = load_policy(ModelConfig(path=str(tiny_model_dir)), tiny_model_dir)
+    row = validate_row(to_schema_row({"id": "probe", "answer": "x", **base}), 0)
+    batch = PromptEncoder(policy.processor, 56 * 56, 112 * 112)([row], 1)
+    greedy = generate(policy, batch, RolloutConfig(max_new_tokens=3), greedy=True).texts[0]
+    assert greedy  # the random tiny model still says something
+    ds = dataset([{"id": "easy", "answer": greedy, **base}, {"id": "hard", "answer": greedy + " never", **base}])
+    cfg = PassRateConfig(enabled=True, model=str(tiny_model_dir), k=3, temperature=0.0, max_new_tokens=3,
+                         dtype="float32", min_pixels=56 * 56, max_pixels=112 * 112)
+    kept, result = pass_rate_filter(ds, cfg)
+    assert result.rates == [1.0, 0.0]
+    assert len(kept) == 0 and {d.id: d.reason for d in result.drops} == {"easy": "too_easy", "hard": "too_hard"}
+    kept, result = pass_rate_filter(ds, PassRateConfig(**{**cfg.__dict__, "min_rate": -1.0, "max_rate": 2.0}))
+    assert kept["id"] == ["easy", "hard"] and not result.drops
