@@ -199,7 +199,7 @@ def _reason_digit_grounding(scene: Scene, question: str, target) -> str:
     obj = matches[0]
     x1, y1, x2, y2 = obj.box
     others = [str(o.digit) for o in scene.objects if o is not obj]
-    steps = [f"I look for the digit {target}" + (f" among the digits {', '.join(others)} and it." if others else ".")]
+    steps = [f"I look for the digit {target}" + (f"; the other digits are {', '.join(others)}." if others else ".")]
     steps += [
         f"It is in the {region(obj, scene.size)} of the image.",
         f"Its strokes span x from {x1} to {x2} and y from {y1} to {y2}, so its box is {_box_text(obj.box)}.",
