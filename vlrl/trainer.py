@@ -52,6 +52,7 @@ class Trainer:
         # would run the schedule W times too fast here: the step's batch is global, split across processes.
         self.accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False)
         acc = self.accelerator
+        per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
         torch.manual_seed(cfg.trainer.seed)
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +78,6 @@ class Trainer:
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
         self.mixer = RewardMixer(cfg.reward)
-        per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)
         sources = None
         if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
             sources = [s or t for s, t in zip(self.train_rows["data_source"], self.train_rows["task"], strict=True)]
