@@ -205,14 +205,18 @@ class Trainer:
                 )
         else:
             self.scheduler.step()
-        all_scores = Scores.concat(gather_object([scores]))
+        return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
+                "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
+        """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""
+        acc = self.accelerator
         lengths = acc.gather(rollouts.lengths.float())
         finished, keep = acc.gather(rollouts.finished.float()), acc.gather(keep.float())
         return {
-            **all_scores.metrics("reward"), **loss_metrics, **timer.pop(),
+            **Scores.concat(gather_object([scores])).metrics("reward"),
             "rollout/length_mean": lengths.mean().item(), "rollout/length_max": lengths.max().item(),
             "rollout/truncated_frac": 1.0 - finished.mean().item(), "rollout/kept_frac": keep.mean().item(),
-            "optim/lr": self.scheduler.get_last_lr()[0],
         }
 
     def score(self, batch, rollouts, progress: float, step: int | None = None):
