@@ -33,13 +33,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir, step: int, accelerator, hf_model, processor, optimizer, scheduler, keep: int) -> Path:
-    """Write the checkpoint of `step` (main process writes; all ranks must call) and prune old ones."""
+def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor, optimizer, scheduler,
+                    keep: int) -> Path:
+    """Write the checkpoint of `step` (main process writes; all ranks must call) and prune old ones.
+
+    model: what `accelerator.prepare` returned, holding `hf_model` (the HF model) as its `hf_model` attribute;
+    its full state dict is assembled on every rank (a collective under FSDP / ZeRO-3), then written by the main
+    process in HF format."""
     out = checkpoint_dir(run_dir, step)
     accelerator.wait_for_everyone()
+    state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
+        prefix = "hf_model."
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         out.mkdir(parents=True, exist_ok=True)
-        accelerator.unwrap_model(hf_model).save_pretrained(out, state_dict=accelerator.get_state_dict(hf_model))
+        hf_model.save_pretrained(out, state_dict=state)
         processor.save_pretrained(out)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, out / STATE_FILE)

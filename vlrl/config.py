@@ -48,7 +48,10 @@ class DataConfig:
     )
     train_split: str = option("train", "Split used for training.")
     eval_split: str = option("test", "Held-out split used for greedy evaluation ('' disables eval).")
-    prompts_per_step: int = option(32, "Prompts per optimisation step (P); each is sampled group_size times.")
+    prompts_per_step: int = option(
+        32, "Prompts per optimisation step (P), over all processes; each is sampled group_size times. With N "
+        "processes each takes P / N whole prompts, so P must be a multiple of N.",
+    )
     source_weights: dict = option(
         {"shapes_colour": 3}, "Sampling weight per data_source ({source: weight}; unnamed sources weigh 1); empty reads the "
         "data in shuffled epochs.",
@@ -151,7 +154,7 @@ class TrainerConfig:
     save_completions: int = option(
         0, "Every N steps write each completion, its row fields and the scores it got to "
         "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never. In multi-process runs "
-        "only the main process's share is written.",
+        "the main process gathers and writes every process's completions.",
     )
 
 

@@ -1,7 +1,15 @@
 """The GRPO step loop: rollout -> score -> advantage -> update -> log -> eval -> checkpoint.
 
-Everything device- or process-dependent goes through accelerate; each rank takes a contiguous slice of the
-step's prompts (whole groups), so group advantages never cross ranks.
+Everything device- or process-dependent goes through accelerate. Data parallelism, in four rules:
+
+- each of the W ranks takes a contiguous slice of the step's prompts (whole groups), so group advantages
+  never cross ranks, and the global batch (prompts_per_step x group_size) does not depend on W;
+- a prompt's samples depend on (seed, step, its index in the step) only (`vlrl.rollout.sampling`), so W ranks
+  sample exactly what one process would;
+- loss denominators are global totals (`vlrl.update.LossTotals`), so the ranks' averaged gradient is the
+  single-process gradient; every rank runs the same number of forwards and backwards (padded micro-batches,
+  the vision tower on a blank image for text-only micro-batches);
+- metrics, evaluation results and saved completions are gathered from every rank; the main process writes.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
@@ -22,9 +31,11 @@ from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.policy import load_policy
 from vlrl.rewards import RewardInput, RewardMixer
+from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
-from vlrl.update import CompletionForward, batch_logprobs, micro_batches, update_policy
+from vlrl.rollout.sampling import prompt_seed
+from vlrl.update import CompletionForward, batch_logprobs, loss_totals, micro_batches, update_policy
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
 
@@ -36,8 +47,12 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.trainer.output_dir)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
-        self.accelerator = Accelerator(cpu=cpu)
+        # The schedule counts optimiser steps. By default accelerate advances a prepared scheduler once per
+        # process on each step (it assumes per-process batches, so W processes see W batches per step), which
+        # would run the schedule W times too fast here: the step's batch is global, split across processes.
+        self.accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False)
         acc = self.accelerator
+        per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
         torch.manual_seed(cfg.trainer.seed)
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,10 +78,6 @@ class Trainer:
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
         self.mixer = RewardMixer(cfg.reward)
-        per_rank, rem = divmod(cfg.data.prompts_per_step, acc.num_processes)
-        if rem:
-            raise ValueError(f"data.prompts_per_step={cfg.data.prompts_per_step} must divide by the "
-                             f"{acc.num_processes} processes")
         sources = None
         if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
             sources = [s or t for s, t in zip(self.train_rows["data_source"], self.train_rows["task"], strict=True)]
@@ -151,15 +162,17 @@ class Trainer:
         return last_eval
 
     def train_step(self, step: int) -> dict[str, float]:
-        cfg, timer = self.cfg, self.timer
+        """One step on this rank's share of the prompts; returns metrics of the whole step (all ranks)."""
+        cfg, timer, acc = self.cfg, self.timer, self.accelerator
         G = cfg.rollout.group_size
         with timer("data"):
             indices = self.sampler.indices(step)[self.rank_slice]
             rows = [validate_row(self.train_rows[i], i) for i in indices]
-            batch = self.encode(rows, G).to(self.accelerator.device)
+            batch = self.encode(rows, G).to(acc.device)
             self.policy.prompt_positions(batch)
+            seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
         with timer("rollout"):
-            rollouts = generate(self.policy, batch, cfg.rollout, generator=self._generator(step))
+            rollouts = generate(self.policy, batch, cfg.rollout, seeds=seeds)
         with timer("reward"):
             scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
         with timer("advantage"):
@@ -171,44 +184,45 @@ class Trainer:
             if cfg.algorithm.dynamic_sampling:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)
             rows_kept = keep.nonzero().squeeze(-1)
-        temperature = cfg.rollout.temperature
-        chunks = micro_batches(batch, rollouts, rows_kept, cfg.algorithm.micro_batch_size)
+            kept = acc.gather(torch.tensor([len(rows_kept)], device=acc.device)).tolist()  # rows kept per rank
+        temperature, size = cfg.rollout.temperature, cfg.algorithm.micro_batch_size
+        chunks = micro_batches(batch, rollouts, rows_kept, size, count=-(-max(kept) // size))
         old = ref = None
-        if cfg.algorithm.updates_per_batch > 1 and len(rows_kept):
+        if cfg.algorithm.updates_per_batch > 1 and sum(kept):
             with timer("old_logprobs"):
                 old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
-        if self.reference is not None and len(rows_kept):
+        if self.reference is not None and sum(kept):
             with timer("ref_logprobs"):
                 ref = batch_logprobs(self.reference, self.ref_forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
-        if len(rows_kept):
+        if sum(kept):
             with timer("update"):
                 self.forward.train()
+                totals = loss_totals(acc, rollouts.completion_mask[rows_kept], cfg.rollout.max_new_tokens)
                 loss_metrics = update_policy(
-                    self.policy, self.forward, self.accelerator, self.optimizer, self.scheduler, chunks, rollouts,
-                    rows_kept, advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, old, ref,
+                    self.policy, self.forward, acc, self.optimizer, self.scheduler, chunks, rollouts, rows_kept,
+                    advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, totals, old, ref,
                 )
         else:
             self.scheduler.step()
-        lengths = rollouts.lengths.float()
+        return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
+                "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
+        """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""
+        acc = self.accelerator
+        lengths = acc.gather(rollouts.lengths.float())
+        finished, keep = acc.gather(rollouts.finished.float()), acc.gather(keep.float())
         return {
-            **scores.metrics("reward"), **loss_metrics, **timer.pop(),
+            **Scores.concat(gather_object([scores])).metrics("reward"),
             "rollout/length_mean": lengths.mean().item(), "rollout/length_max": lengths.max().item(),
-            "rollout/truncated_frac": 1.0 - rollouts.finished.float().mean().item(),
-            "rollout/kept_frac": keep.float().mean().item(),
-            "optim/lr": self.scheduler.get_last_lr()[0],
+            "rollout/truncated_frac": 1.0 - finished.mean().item(), "rollout/kept_frac": keep.mean().item(),
         }
 
-    def _generator(self, step: int) -> torch.Generator:
-        # Sampling randomness is a function of (seed, step): resumed runs sample exactly what they would have.
-        device = self.accelerator.device
-        g = torch.Generator(device=device)
-        g.manual_seed(self.cfg.trainer.seed * 1_000_003 + step * 7919 + self.accelerator.process_index)
-        return g
-
     def score(self, batch, rollouts, progress: float, step: int | None = None):
-        """Rewards of every completion; with ``step`` given and ``trainer.save_completions`` due, the
-        completions and their scores are also appended to RUN_DIR/completions.jsonl."""
+        """Rewards of this rank's completions; with ``step`` given and ``trainer.save_completions`` due, the
+        completions and their scores (of every rank, gathered) are also appended to RUN_DIR/completions.jsonl,
+        so every rank must call it then."""
         G = rollouts.group_size
         inputs, specs = [], []
         lengths = rollouts.completion_mask.sum(-1).tolist()
@@ -223,29 +237,39 @@ class Trainer:
         scores = self.mixer.score(inputs, specs)
         every = self.cfg.trainer.save_completions
         # Logged under the step number metrics.jsonl gives this train step (step + 1).
-        if step is not None and every and (step + 1) % every == 0 and self.accelerator.is_main_process:
-            with (self.run_dir / COMPLETIONS_FILE).open("a") as f:
-                for i, (inp, spec) in enumerate(zip(inputs, specs, strict=True)):
-                    line = {"step": step + 1, **input_line(inp, spec), "scores": score_values(scores, i)}
-                    f.write(json.dumps(line) + "\n")
+        if step is not None and every and (step + 1) % every == 0:
+            lines = [json.dumps({"step": step + 1, **input_line(inp, spec), "scores": score_values(scores, i)})
+                     for i, (inp, spec) in enumerate(zip(inputs, specs, strict=True))]
+            lines = gather_object(lines)  # rank order = the step's prompt order
+            if self.accelerator.is_main_process:
+                with (self.run_dir / COMPLETIONS_FILE).open("a") as f:
+                    f.writelines(line + "\n" for line in lines)
         return scores
 
     def evaluate(self, step: int) -> dict[str, float]:
-        """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source."""
+        """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source.
+        Each rank decodes a contiguous share of the rows (with the unwrapped model: no collectives), then the
+        results are gathered, so every rank must call it."""
         if self.eval_rows is None or len(self.eval_rows) == 0:
             return {}
         if self._eval_batches is None:
-            rows = [validate_row(self.eval_rows[i], i) for i in range(len(self.eval_rows))]
+            accel = self.accelerator
+            share = -(-len(self.eval_rows) // accel.num_processes)
+            mine = range(accel.process_index * share, min(len(self.eval_rows), (accel.process_index + 1) * share))
+            rows = [validate_row(self.eval_rows[i], i) for i in mine]
             self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
         totals, accs, sources = [], [], []
         for batch in self._eval_batches:
             rollouts = generate(self.policy, batch.to(self.accelerator.device), self.cfg.rollout, greedy=True)
             scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
-            totals.append(scores.total)
+            totals += scores.total.tolist()
             acc = scores.components.get("accuracy")
-            accs.append(acc if acc is not None else scores.total)
+            accs += (acc if acc is not None else scores.total).tolist()
             sources += scores.data_sources
-        total, acc = torch.cat(totals), torch.nan_to_num(torch.cat(accs), nan=0.0)
+        gathered = gather_object([(totals, accs, sources)])
+        total = torch.tensor([x for part in gathered for x in part[0]])
+        acc = torch.nan_to_num(torch.tensor([x for part in gathered for x in part[1]]), nan=0.0)
+        sources = [x for part in gathered for x in part[2]]
         out = {"eval/reward": total.mean().item(), "eval/accuracy": acc.mean().item()}
         for source in sorted(set(sources)):
             sel = torch.tensor([s == source for s in sources])
@@ -255,5 +279,19 @@ class Trainer:
         return out
 
     def save(self, step: int) -> Path:
-        return save_checkpoint(self.run_dir, step, self.accelerator, self.policy.core, self.policy.processor,
-                               self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints)
+        return save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
+                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints)
+
+
+def prompts_per_rank(prompts_per_step: int, num_processes: int) -> int:
+    """Each process takes whole prompt groups: prompts_per_step / num_processes of them."""
+    per_rank, rem = divmod(prompts_per_step, num_processes)
+    if rem or per_rank == 0:
+        lower, upper = per_rank * num_processes, (per_rank + 1) * num_processes
+        raise ValueError(
+            f"data.prompts_per_step={prompts_per_step} is not divisible by the number of processes "
+            f"num_processes={num_processes}: each process samples whole prompt groups, so the global batch "
+            f"({prompts_per_step} prompts x rollout.group_size) must split evenly; use a multiple of "
+            f"{num_processes}, e.g. data.prompts_per_step={upper}" + (f" or {lower}" if lower else "")
+        )
+    return per_rank

@@ -8,11 +8,13 @@ tower). Only the completion positions go through the LM head, chunk by chunk (`v
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import DistributedType
 
-from vlrl.algorithms import policy_loss, token_logprobs
+from vlrl.algorithms import LossStats, policy_loss, token_logprobs
 from vlrl.config import AlgorithmConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
@@ -44,13 +46,23 @@ class CompletionForward(torch.nn.Module):
     def forward(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
         """Returns hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
         image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
+        unused = None
         if image_embeds is not None:
             image_embeds = image_embeds[seqs.feature_index]
+        else:
+            # A text-only micro-batch still runs the vision tower, on a blank image whose output enters as
+            # 0 * sum (value and gradients unchanged). Under DDP a rank whose tower got no gradient while
+            # another's did would wait forever for its reduction buckets; under FSDP / ZeRO-3 every rank must run
+            # the same modules, since each module's forward gathers its shards collectively. DDP's
+            # find_unused_parameters would cover only the first case, and costs a graph walk every step.
+            blank, grid = policy.blank_image(seqs.input_ids.device)
+            unused = policy.image_features(blank, grid).sum() * 0.0
         embeds = policy.embed(seqs.input_ids, image_embeds)
         hidden, _ = policy.hidden_states(embeds, seqs.positions, seqs.attention_mask)
         T = seqs.targets.shape[1]
         L = seqs.input_ids.shape[1] - T
-        return hidden[:, L - 1 : L - 1 + T]
+        hidden = hidden[:, L - 1 : L - 1 + T]
+        return hidden if unused is None else hidden + unused.to(hidden.dtype)
 
 
 def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SequenceBatch:
@@ -75,6 +87,8 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     distinct = []
     for p in prompts.unique(sorted=True).tolist():
         distinct += range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p])
+    if not distinct:  # only text-only prompts here, though others in the batch have images
+        return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
     pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in distinct])
     tokens = batch.image_tokens[distinct]
     token_start = torch.cat([tokens.new_zeros(1), tokens.cumsum(0)])
@@ -96,64 +110,122 @@ def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: Sequence
                           with_entropy=with_entropy, lm_head_bias=head.bias)
 
 
-def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int
+@dataclass
+class LossTotals:
+    """Denominators of the loss aggregation on this rank (`vlrl.algorithms.aggregate`).
+
+    Data-parallel wrappers (DDP, FSDP, DeepSpeed) average gradients over the W ranks, so each rank divides by
+    the *global* totals over W: the average of the W rank gradients is then the gradient of the loss over the
+    whole global batch, as one process would compute it, for each aggregation —
+    token_mean sum/num_tokens, seq_mean_token_mean sum_i(mean_t)/num_seqs and seq_mean_token_sum_norm
+    sum/(num_seqs * max_len) are all sums over sequences divided by a global count."""
+
+    num_tokens: float  # loss tokens over all ranks / W (at least 1 / W)
+    num_seqs: float  # sequences over all ranks / W
+    max_len: int  # Dr.GRPO's constant: rollout.max_new_tokens
+
+
+def loss_totals(accelerator, mask: torch.Tensor, max_len: int) -> LossTotals:
+    """Global totals of the kept completions; mask [rows kept on this rank, T]. Every rank must call it."""
+    local = torch.tensor([float(mask.sum()), float(mask.shape[0])], dtype=torch.float64, device=mask.device)
+    tokens, seqs = accelerator.reduce(local, reduction="sum").tolist()
+    world = accelerator.num_processes
+    return LossTotals(num_tokens=max(tokens, 1.0) / world, num_seqs=seqs / world, max_len=max_len)
+
+
+def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None
                   ) -> list[tuple[torch.Tensor, SequenceBatch]]:
     """Split `rows` into chunks of `size`: (positions within `rows`, that chunk's model inputs). Built once per
-    step and shared by the old/reference log-prob passes and every update epoch."""
+    step and shared by the old/reference log-prob passes and every update epoch.
+
+    `count` pads the list with filler chunks (no positions; rollout row 0 as input, weighted 0 in the loss):
+    data-parallel ranks must run the same number of forwards and backwards, each being a collective, even when
+    dynamic sampling kept more rows on one rank than on another."""
     out = []
     for start in range(0, len(rows), size):
         mb = torch.arange(start, min(start + size, len(rows)), device=rows.device)
         out.append((mb, gather_sequences(batch, rollouts, rows[mb])))
+    if count is not None and count > len(out):
+        filler = (rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1)))
+        out += [filler] * (count - len(out))
     return out
 
 
 @torch.no_grad()
 def batch_logprobs(policy, forward, chunks, temperature: float, cfg: AlgorithmConfig) -> torch.Tensor:
-    """Log-probs [rows, T] of the micro-batches `chunks` without gradient (old / reference log-probs)."""
-    return torch.cat([completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size, False)[0]
-                      for _, seqs in chunks])
+    """Log-probs [rows, T] of the micro-batches `chunks` without gradient (old / reference log-probs); filler
+    chunks run (for the collectives) but return nothing."""
+    out = []
+    for mb, seqs in chunks:
+        logp = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size, False)[0]
+        out.append(logp[:len(mb)])
+    return torch.cat(out)
+
+
+@contextmanager
+def gradient_sync(accelerator, model, sync: bool):
+    """Forward and backward of one micro-batch; gradients are reduced across ranks only when `sync` (the last
+    micro-batch of an optimiser step), the others accumulate locally."""
+    if sync:
+        yield
+        return
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    if deepspeed:  # DeepSpeed steps inside backward unless told this is not an accumulation boundary
+        accelerator.gradient_state._set_sync_gradients(False)
+    try:
+        with accelerator.no_sync(model):
+            yield
+    finally:
+        if deepspeed:
+            accelerator.gradient_state._set_sync_gradients(True)
 
 
 def update_policy(policy, forward, accelerator, optimizer, scheduler, chunks, rollouts: Rollouts,
                   rows: torch.Tensor, advantages: torch.Tensor, temperature: float, cfg: AlgorithmConfig,
-                  max_grad_norm: float, old_logp: torch.Tensor | None = None,
+                  max_grad_norm: float, totals: LossTotals, old_logp: torch.Tensor | None = None,
                   ref_logp: torch.Tensor | None = None) -> dict[str, float]:
     """`cfg.updates_per_batch` optimiser steps over the sequences `rows`, split into `chunks` (see
-    `micro_batches`); returns averaged loss metrics.
+    `micro_batches`); returns loss metrics averaged over micro-batches of all ranks. Every rank must call it
+    with the same number of chunks.
 
     old_logp [len(rows), T]: log-probs of the policy that sampled (None: the current policy's, detached, which is
-    exact when there is one update per batch). advantages [len(rows)].
+    exact when there is one update per batch). advantages [len(rows)]. totals: from `loss_totals`.
     """
-    mask = rollouts.completion_mask[rows]
-    totals = dict(num_tokens=mask.sum().clamp(min=1).float(), num_seqs=float(len(rows)),
-                  max_len=rollouts.completion_ids.shape[1])
-    sums: dict[str, float] = {}
-    count = 0
+    names = list(LossStats.__dataclass_fields__)
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # metric sums over real micro-batches, then count
+    grad_norm = None
     for _ in range(cfg.updates_per_batch):
-        for mb, seqs in chunks:
-            logp, entropy = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size,
-                                                with_entropy=True)
-            old = logp.detach() if old_logp is None else old_logp[mb]
-            loss, stats = policy_loss(
-                logp, old, advantages[mb], seqs.mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
-                aggregation=cfg.loss_aggregation, ratio_level=cfg.ratio_level,
-                ref_logp=None if ref_logp is None else ref_logp[mb], kl_coef=cfg.kl_coef,
-                kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef, **totals,
-            )
-            accelerator.backward(loss)
-            for k, v in stats.metrics().items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-        grad_norm = accelerator.clip_grad_norm_(forward.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+        for k, (mb, seqs) in enumerate(chunks):
+            with gradient_sync(accelerator, forward, sync=k == len(chunks) - 1):
+                logp, entropy = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size,
+                                                    with_entropy=True)
+                if len(mb) == 0:  # filler: the same collectives, no contribution
+                    accelerator.backward(logp.sum() * 0.0 + entropy.sum() * 0.0)
+                    continue
+                old = logp.detach() if old_logp is None else old_logp[mb]
+                loss, stats = policy_loss(
+                    logp, old, advantages[mb], seqs.mask, clip_low=cfg.clip_low, clip_high=cfg.clip_high,
+                    aggregation=cfg.loss_aggregation, ratio_level=cfg.ratio_level,
+                    ref_logp=None if ref_logp is None else ref_logp[mb], kl_coef=cfg.kl_coef,
+                    kl_estimator=cfg.kl_estimator, entropy=entropy, entropy_coef=cfg.entropy_coef,
+                    num_tokens=totals.num_tokens, num_seqs=totals.num_seqs, max_len=totals.max_len,
+                )
+                accelerator.backward(loss)
+            values = stats.metrics("")
+            sums += torch.tensor([values[n] for n in names] + [1.0], dtype=torch.float64)
+        if max_grad_norm > 0:
+            grad_norm = accelerator.clip_grad_norm_(forward.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     scheduler.step()
-    out = {k: v / count for k, v in sums.items()}
-    # Loss terms are aggregated with global totals, so their per-update value is the sum over micro-batches.
-    steps = cfg.updates_per_batch
-    for key in ("loss/loss", "loss/pg_loss"):
-        if key in out:
-            out[key] = sums[key] / steps
+    sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+    count = max(float(sums[-1]), 1.0)
+    out = {f"loss/{n}": float(v) / count for n, v in zip(names, sums.tolist(), strict=False)}
+    # Loss terms are aggregated with global totals: per rank, one update's value is the sum over its
+    # micro-batches; over ranks, the mean (see LossTotals).
+    updates = cfg.updates_per_batch * accelerator.num_processes
+    for n in ("loss", "pg_loss"):
+        out[f"loss/{n}"] = float(sums[names.index(n)]) / updates
     if grad_norm is not None:
         out["loss/grad_norm"] = float(grad_norm)
     return out

@@ -12,6 +12,7 @@ from vlrl.data import PromptEncoder, validate_row
 from vlrl.models.policy import load_policy
 from vlrl.rollout import generate
 from vlrl.rollout.reference import _repeat_images
+from vlrl.rollout.sampling import prompt_seed
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,19 @@ def test_masks_end_at_eos(policy, batch_rows):
         else:
             assert hits.numel() == 0 and n == 8
         assert (ids[n:] == policy.pad_token_id).all()
+
+
+def test_seeded_samples_do_not_depend_on_the_rest_of_the_batch(policy, batch_rows):
+    """With a seed per prompt, a prompt's G samples are the same alone or batched with others (as data-parallel
+    ranks split a step's prompts), and a different seed gives different samples."""
+    encode = PromptEncoder(policy.processor, 56 * 56, 112 * 112)
+    cfg = RolloutConfig(max_new_tokens=6)
+    seeds = [prompt_seed(0, 3, j) for j in range(len(batch_rows))]
+    together = generate(policy, encode(batch_rows, group_size=4), cfg, seeds=seeds)
+    G = 4
+    for start in (0, 4):  # two colour prompts, then two count prompts, each pair alone
+        part = generate(policy, encode(batch_rows[start:start + 2], group_size=G), cfg, seeds=seeds[start:start + 2])
+        assert torch.equal(part.completion_ids, together.completion_ids[start * G:(start + 2) * G])
+        torch.testing.assert_close(part.logprobs, together.logprobs[start * G:(start + 2) * G], atol=1e-5, rtol=0)
+    other = generate(policy, encode(batch_rows[:2], group_size=G), cfg, seeds=[s + 1 for s in seeds[:2]])
+    assert not torch.equal(other.completion_ids, together.completion_ids[:2 * G])

@@ -61,8 +61,10 @@ def test_micro_batches_do_not_change_the_update(tiny_config):
     """The same step with 1 micro-batch or 4 gives the same parameters (losses use global token totals)."""
     results = []
     for mb in (16, 4):
+        # Adam with eps=1 steps ~ lr * gradient: with the default eps its first step is ~ lr * sign(gradient),
+        # blind to a wrong gradient scale and moving weights whose gradient is rounding noise by a full lr.
         trainer = Trainer(tiny_config(f"algorithm.micro_batch_size={mb}", "trainer.total_steps=1",
-                                      "algorithm.updates_per_batch=1",
+                                      "algorithm.updates_per_batch=1", "optim.eps=1.0", "optim.lr=0.2",
                                       f"trainer.output_dir={trainer_dir(mb)}"))
         trainer.fit()
         results.append(_params(trainer.policy.core))

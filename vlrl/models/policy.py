@@ -53,6 +53,17 @@ class Policy:
         out = visual(pixel_values.to(visual.dtype), grid_thw=image_grid_thw, return_dict=True)
         return out.pooler_output
 
+    def blank_image(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The smallest image the vision tower takes (one merged token, all zeros): (pixel patches
+        [merge**2, C*T*p*p], grid [1, 3]). Used where a forward must run the tower without an image."""
+        vc = self.core.config.vision_config
+        merge = vc.spatial_merge_size
+        channels = getattr(vc, "in_channels", getattr(vc, "in_chans", 3))
+        width = channels * vc.temporal_patch_size * vc.patch_size**2
+        visual = self.core.model.visual
+        pixels = torch.zeros(merge * merge, width, dtype=next(visual.parameters()).dtype, device=device)
+        return pixels, torch.tensor([[1, merge, merge]], device=device)
+
     def embed(self, input_ids: torch.Tensor, image_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings [B, L, H] with `image_embeds` [num_image_tokens, H] at the image placeholders."""
         embeds = self.core.model.get_input_embeddings()(input_ids)

@@ -82,6 +82,28 @@ class Scores:
             out.update(self._group_metrics(f"{prefix}/{source}", mask))
         return out
 
+    @staticmethod
+    def concat(parts: Sequence[Scores]) -> Scores:
+        """The scores of ``parts`` one after another (e.g. every data-parallel rank's, in rank order). A
+        component some part lacks is NaN on its rows, as a term that did not apply."""
+        keys = list(dict.fromkeys(k for part in parts for k in part.components))
+        nan = lambda n: torch.full((n,), math.nan, dtype=torch.float32)  # noqa: E731
+        components = {k: torch.cat([part.components.get(k, nan(len(part.total))) for part in parts]) for k in keys}
+
+        def add(dicts):
+            out: dict[str, int] = {}
+            for d in dicts:
+                for k, v in d.items():
+                    out[k] = out.get(k, 0) + v
+            return out
+
+        return Scores(
+            total=torch.cat([part.total for part in parts]), components=components,
+            data_sources=[s for part in parts for s in part.data_sources],
+            parse_failures=sum(part.parse_failures for part in parts), failures=add(p.failures for p in parts),
+            timeouts=sum(part.timeouts for part in parts), timeout_counts=add(p.timeout_counts for p in parts),
+        )
+
     def _group_metrics(self, prefix: str, mask: torch.Tensor) -> dict[str, float]:
         out = {f"{prefix}/mean": self.total[mask].mean().item()}
         for key, values in self.components.items():

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vlrl.config import RolloutConfig
@@ -19,14 +21,19 @@ BACKENDS = {"cached": generate_cached, "reference": generate_reference}
 
 
 def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: torch.Generator | None = None,
-             greedy: bool = False) -> Rollouts:
-    """Sample `batch.group_size` completions per prompt (greedy=True: argmax, for evaluation)."""
+             greedy: bool = False, seeds: Sequence[int] | None = None) -> Rollouts:
+    """Sample `batch.group_size` completions per prompt (greedy=True: argmax, for evaluation).
+
+    Randomness: `seeds` (one per prompt, see `vlrl.rollout.sampling.prompt_seed`) makes each prompt's samples a
+    function of its seed and the model alone — the same whatever else is in the batch, so data-parallel runs
+    sample what a single process would (`cached` backend; `reference` folds the seeds into one global seed).
+    Without seeds, `generator` drives the whole batch."""
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown rollout backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
     was_training = policy.model.training
     policy.model.eval()
     try:
-        return BACKENDS[cfg.backend](policy, batch, cfg, generator=generator, greedy=greedy)
+        return BACKENDS[cfg.backend](policy, batch, cfg, generator=generator, greedy=greedy, seeds=seeds)
     finally:
         policy.model.train(was_training)
 

@@ -9,18 +9,21 @@ row has finished or `max_new_tokens` is reached.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
-from vlrl.rollout.sampling import sample_next
+from vlrl.rollout.sampling import group_uniforms, sample_next
 from vlrl.rollout.types import Rollouts, finish_rollouts
 
 
 @torch.no_grad()
 def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
-                    generator: torch.Generator | None = None, greedy: bool = False) -> Rollouts:
+                    generator: torch.Generator | None = None, greedy: bool = False,
+                    seeds: Sequence[int] | None = None) -> Rollouts:
     device = policy.device
     batch = batch.to(device)
     G = batch.group_size
@@ -29,6 +32,11 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
     banned = torch.tensor(policy.banned_token_ids, dtype=torch.long, device=device)
     eos = torch.tensor(policy.eos_token_ids, dtype=torch.long, device=device)
     temperature = 0.0 if greedy else cfg.temperature
+    uniforms = None
+    if seeds is not None and not greedy:
+        if len(seeds) != P:
+            raise ValueError(f"{len(seeds)} seeds for {P} prompts")
+        uniforms = group_uniforms(seeds, G, cfg.max_new_tokens).to(device)  # [N, max_new_tokens]
 
     # Prefill each prompt once.
     image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw)
@@ -46,7 +54,8 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
     tokens, logps = [], []
     done = torch.zeros(N, dtype=torch.bool, device=device)
     for t in range(cfg.max_new_tokens):
-        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, generator)
+        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, generator,
+                                None if uniforms is None else uniforms[:, t])
         tok = torch.where(done, torch.full_like(tok, policy.pad_token_id), tok)
         tokens.append(tok)
         logps.append(logp)

@@ -3,6 +3,8 @@ G times, every prompt prefilled G times) but independent of our engine, so tests
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from vlrl.config import RolloutConfig
@@ -29,13 +31,16 @@ def _repeat_images(batch: PromptBatch, G: int) -> tuple[torch.Tensor | None, tor
 
 @torch.no_grad()
 def generate_reference(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
-                       generator: torch.Generator | None = None, greedy: bool = False) -> Rollouts:
+                       generator: torch.Generator | None = None, greedy: bool = False,
+                       seeds: Sequence[int] | None = None) -> Rollouts:
     batch = batch.to(policy.device)
     G = batch.group_size
     pixel_values, grid = _repeat_images(batch, G)
     temperature = 0.0 if greedy else cfg.temperature
     do_sample = temperature > 0
     kwargs = dict(temperature=temperature, top_p=cfg.top_p, top_k=cfg.top_k or None) if do_sample else {}
+    if seeds is not None and do_sample:  # transformers samples the batch from one global generator
+        generator = torch.Generator().manual_seed(int(sum(seeds)) % 2**63)
     if generator is not None and do_sample:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
     out = policy.core.generate(

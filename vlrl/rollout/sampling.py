@@ -5,10 +5,18 @@ The behaviour log-prob is taken under softmax(logits / temperature) over the ful
 top-p truncation and before banning vision tokens: that is the distribution the update recomputes from the
 same logits, so on-policy ratios are exactly 1 (TRL and verl make the same choice). Greedy decoding
 (temperature 0) reports log-probs at temperature 1.
+
+Training rollouts draw their randomness per prompt (`group_uniforms`): each prompt has its own seed and its G
+samples read uniform numbers from that seed only, turned into tokens by inverting the CDF. What a prompt samples
+therefore does not depend on which other prompts share its batch — nor on how many data-parallel ranks split
+the step, nor on CPU vs GPU (the numbers are drawn on the CPU) — only on the logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 
@@ -31,16 +39,48 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,
     return logits
 
 
+def prompt_seed(seed: int, step: int, prompt: int) -> int:
+    """The sampling seed of prompt `prompt` (its index among the step's prompts, over all ranks) at `step`."""
+    return int(np.random.SeedSequence([seed, step, prompt]).generate_state(1, np.uint64)[0])
+
+
+def group_uniforms(seeds: Sequence[int], group_size: int, max_new_tokens: int) -> torch.Tensor:
+    """Uniform numbers in [0, 1) for sampling: [len(seeds) * group_size, max_new_tokens], group-contiguous;
+    rows p*G .. p*G+G-1 come from seeds[p] alone (a CPU generator, so any device gets the same numbers)."""
+    out = torch.empty(len(seeds) * group_size, max_new_tokens, dtype=torch.float64)
+    for p, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        out[p * group_size:(p + 1) * group_size] = torch.rand(group_size, max_new_tokens, generator=g,
+                                                                dtype=torch.float64)
+    return out
+
+
+def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """probs [B, V] (rows may be unnormalised), uniform [B] in [0, 1) -> token ids [B]: the first token whose
+    cumulative probability exceeds uniform * total. A token of probability 0 is never chosen (the cumulative
+    sum does not rise at it)."""
+    cdf = probs.cumsum(-1)
+    target = uniform.to(cdf.device, cdf.dtype) * cdf[:, -1]
+    tokens = torch.searchsorted(cdf, target.unsqueeze(-1), right=True).squeeze(-1)
+    # uniform * total can round up to the total itself; fall back to the last token that has mass.
+    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).int().argmax(-1)
+    return torch.minimum(tokens, last)
+
+
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0,
-                banned: torch.Tensor | None = None, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [B, V] (float) -> (token ids [B], behaviour log-probs [B])."""
+                banned: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [B, V] (float) -> (token ids [B], behaviour log-probs [B]).
+
+    Randomness: `uniform` [B] (one number per row, see `group_uniforms`) if given, else `generator`."""
     logits = logits.float()
     greedy = temperature <= 0
     scaled = logits if greedy else logits / temperature
     allowed = filter_logits(scaled, top_k, top_p, banned)
     if greedy:
         tokens = allowed.argmax(-1)
+    elif uniform is not None:
+        tokens = inverse_cdf(allowed.softmax(-1), uniform)
     else:
         probs = allowed.softmax(-1)
         tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
