@@ -123,6 +123,10 @@ class AlgorithmConfig:
     entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
+    shared_prompt: bool = option(
+        False, "Update forward runs each prompt once per micro-batch and its completions on the prompt's keys and "
+        "values (vlrl.update_shared), instead of every prompt + completion; the same loss and gradients.",
+    )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
 
