@@ -124,8 +124,9 @@ class AlgorithmConfig:
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
     shared_prompt: bool = option(
-        False, "Update forward runs each prompt once per micro-batch and its completions on the prompt's keys and "
-        "values (vlrl.update_shared), instead of every prompt + completion; the same loss and gradients.",
+        True, "The update's forwards run each prompt once per micro-batch and its completions on the prompt's keys "
+        "and values (vlrl.update_shared), not every row as prompt + completion: the same log-probs and gradients "
+        "(to float rounding) for less compute; false runs every row whole.",
     )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
