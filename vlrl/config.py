@@ -126,6 +126,11 @@ class AlgorithmConfig:
     entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
+    shared_prompt: bool = option(
+        True, "The update's forwards run each prompt once per micro-batch and its completions on the prompt's keys "
+        "and values (vlrl.update_shared), not every row as prompt + completion: the same log-probs and gradients "
+        "(to float rounding) for less compute; false runs every row whole.",
+    )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
 

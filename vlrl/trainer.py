@@ -186,7 +186,8 @@ class Trainer:
             rows_kept = keep.nonzero().squeeze(-1)
             kept = acc.gather(torch.tensor([len(rows_kept)], device=acc.device)).tolist()  # rows kept per rank
         temperature, size = cfg.rollout.temperature, cfg.algorithm.micro_batch_size
-        chunks = micro_batches(batch, rollouts, rows_kept, size, count=-(-max(kept) // size))
+        chunks = micro_batches(batch, rollouts, rows_kept, size, count=-(-max(kept) // size),
+                               shared_prompt=cfg.algorithm.shared_prompt)
         old = ref = None
         if cfg.algorithm.updates_per_batch > 1 and sum(kept):
             with timer("old_logprobs"):

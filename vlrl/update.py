@@ -19,6 +19,7 @@ from vlrl.config import AlgorithmConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
 from vlrl.rollout.types import Rollouts
+from vlrl.update_shared import SharedPromptBatch, gather_shared_prompt, shared_prompt_hidden
 
 
 @dataclass
@@ -43,8 +44,10 @@ class CompletionForward(torch.nn.Module):
         super().__init__()
         self.hf_model = hf_model
 
-    def forward(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
+    def forward(self, policy: Policy, seqs: SequenceBatch | SharedPromptBatch) -> torch.Tensor:
         """Returns hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
+        if isinstance(seqs, SharedPromptBatch):  # each prompt once (algorithm.shared_prompt)
+            return shared_prompt_hidden(policy, seqs)
         image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
         unused = None
         if image_embeds is not None:
@@ -133,20 +136,22 @@ def loss_totals(accelerator, mask: torch.Tensor, max_len: int) -> LossTotals:
     return LossTotals(num_tokens=max(tokens, 1.0) / world, num_seqs=seqs / world, max_len=max_len)
 
 
-def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None
-                  ) -> list[tuple[torch.Tensor, SequenceBatch]]:
+def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None,
+                  shared_prompt: bool = False) -> list[tuple[torch.Tensor, SequenceBatch | SharedPromptBatch]]:
     """Split `rows` into chunks of `size`: (positions within `rows`, that chunk's model inputs). Built once per
-    step and shared by the old/reference log-prob passes and every update epoch.
+    step and shared by the old/reference log-prob passes and every update epoch. `shared_prompt`: each chunk
+    runs its distinct prompts once (`vlrl.update_shared`), else every row as prompt + completion.
 
     `count` pads the list with filler chunks (no positions; rollout row 0 as input, weighted 0 in the loss):
     data-parallel ranks must run the same number of forwards and backwards, each being a collective, even when
     dynamic sampling kept more rows on one rank than on another."""
+    gather = gather_shared_prompt if shared_prompt else gather_sequences
     out = []
     for start in range(0, len(rows), size):
         mb = torch.arange(start, min(start + size, len(rows)), device=rows.device)
-        out.append((mb, gather_sequences(batch, rollouts, rows[mb])))
+        out.append((mb, gather(batch, rollouts, rows[mb])))
     if count is not None and count > len(out):
-        filler = (rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1)))
+        filler = (rows.new_zeros(0), gather(batch, rollouts, rows.new_zeros(1)))
         out += [filler] * (count - len(out))
     return out
 
