@@ -9,6 +9,8 @@ the Qwen2.5-VL layout; another family plugs in here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,15 +101,22 @@ class Policy:
     def hidden_states(self, embeds: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                       past_key_values=None, use_cache: bool = False):
         """Run the language model: returns (last hidden states [B, L, H], cache)."""
-        out = self.core.model.language_model(
-            inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
-            past_key_values=past_key_values, use_cache=use_cache,
-        )
-        return out.last_hidden_state, out.past_key_values
+        lm = self.core.model.language_model
+        out = lm(inputs_embeds=embeds, position_ids=position_ids, attention_mask=attention_mask,
+                 use_cache=use_cache, **{_cache_kwarg(type(lm)): past_key_values})
+        has_cache_field = "cache" in getattr(type(out), "__dataclass_fields__", {})
+        return out.last_hidden_state, out.cache if has_cache_field else out.past_key_values
 
     @property
     def lm_head(self) -> torch.nn.Linear:
         return self.core.lm_head
+
+
+@functools.cache
+def _cache_kwarg(model_class: type) -> str:
+    """The name a language model's forward takes its KV cache by: transformers 5.24 renamed `past_key_values`
+    to `cache` (the old name warns, and goes in 5.40)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str = "cpu") -> Policy:
