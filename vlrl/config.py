@@ -126,6 +126,12 @@ class AlgorithmConfig:
     entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
+    old_logprobs: Literal["recompute", "rollout"] = option(
+        "recompute", "With updates_per_batch > 1, where the PPO ratio's old log-probs come from: 'recompute' (a "
+        "forward pass before the first update: ratios start exactly at 1) or 'rollout' (the behaviour log-probs "
+        "the rollout returned: one forward pass fewer; equal in fp32, close in bf16, where the rollout's kernels "
+        "differ). With one update per batch neither is computed: the detached current log-probs are exact.",
+    )
     shared_prompt: bool = option(
         True, "The update's forwards run each prompt once per micro-batch and its completions on the prompt's keys "
         "and values (vlrl.update_shared), not every row as prompt + completion: the same log-probs and gradients "

@@ -190,8 +190,11 @@ class Trainer:
                                shared_prompt=cfg.algorithm.shared_prompt)
         old = ref = None
         if cfg.algorithm.updates_per_batch > 1 and sum(kept):
-            with timer("old_logprobs"):
-                old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
+            if cfg.algorithm.old_logprobs == "rollout":
+                old = rollouts.logprobs[rows_kept]
+            else:
+                with timer("old_logprobs"):
+                    old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
         if self.reference is not None and sum(kept):
             with timer("ref_logprobs"):
                 ref = batch_logprobs(self.reference, self.ref_forward, chunks, temperature, cfg.algorithm)

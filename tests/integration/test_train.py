@@ -72,6 +72,22 @@ def test_micro_batches_do_not_change_the_update(tiny_config):
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
 
 
+def test_old_logprobs_from_the_rollout_equal_a_recomputation_in_fp32(tiny_config):
+    """algorithm.old_logprobs=rollout skips the old-log-prob pass; in fp32 the behaviour log-probs equal it to
+    1e-5, so two PPO epochs end at the same parameters."""
+    results, timers = [], []
+    for source in ("recompute", "rollout"):
+        trainer = Trainer(tiny_config(f"algorithm.old_logprobs={source}", "trainer.total_steps=1",
+                                      "algorithm.updates_per_batch=2", "optim.eps=1.0", "optim.lr=0.2",
+                                      f"trainer.output_dir={trainer_dir(source)}"))
+        metrics = trainer.train_step(0)
+        results.append(_params(trainer.policy.core))
+        timers.append("perf/old_logprobs_s" in metrics)
+    assert timers == [True, False]  # the recomputation ran only where asked
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
+
+
 def trainer_dir(tag) -> str:
     import tempfile
 
