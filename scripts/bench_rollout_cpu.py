@@ -34,10 +34,11 @@ def main() -> None:
     from vlrl.models.policy import load_policy
     from vlrl.models.tiny import build_tiny_model
     from vlrl.rollout import generate
+    from vlrl.rollout.sampling import prompt_seed
 
     print("command:", "python " + " ".join(sys.argv))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(ModelConfig(), build_tiny_model(tmp))
     half = args.prompts // 2
@@ -53,7 +54,8 @@ def main() -> None:
         for backend in backends:
             cfg = RolloutConfig(backend=backend, max_new_tokens=args.max_new_tokens)
             start = time.perf_counter()
-            out = generate(policy, batch, cfg, generator=torch.Generator().manual_seed(r))
+            seeds = [prompt_seed(0, r, j) for j in range(args.prompts)]  # engine and cached: the same samples
+            out = generate(policy, batch, cfg, seeds=seeds)
             if r:  # the first round warms up
                 times[backend].append(time.perf_counter() - start)
             tokens[backend] = int(out.completion_mask.sum())

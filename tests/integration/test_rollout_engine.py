@@ -5,6 +5,7 @@ so prompts are left-padded."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -15,7 +16,7 @@ from vlrl.config import ModelConfig, RolloutConfig
 from vlrl.data import PromptEncoder, validate_row
 from vlrl.models.policy import load_policy
 from vlrl.rollout import generate
-from vlrl.rollout.engine import generate_engine
+from vlrl.rollout.engine import _prefill, decode_step, generate_engine
 from vlrl.rollout.sampling import prompt_seed
 from vlrl.rollout.static_cache import DecodeState
 
@@ -172,3 +173,17 @@ def test_eos_ends_rows_and_decoding(policy, batch):
         n = int(mask.sum())
         assert hits[:n].nonzero().flatten().tolist() == [n - 1]  # one EOS, the last kept token
         assert (ids[n:] == policy.pad_token_id).all()
+
+
+def test_decode_step_reads_no_tensor_value_on_the_host(policy, batch):
+    """CUDA graphs replay kernels only: a step that read a tensor on the host (`.item()`, a branch on a mask,
+    `nonzero`) could not be captured. On the meta device tensors have shapes but no values, so the step running
+    there end to end shows it never reads one. (No GPU here; tests/gpu captures it for real.)"""
+    with torch.no_grad():
+        state, _ = _prefill(policy, batch, max_new_tokens=4)
+    to_meta = lambda v: [t.to("meta") for t in v] if isinstance(v, list) else v.to("meta")  # noqa: E731
+    meta_state = DecodeState(**{f.name: to_meta(getattr(state, f.name)) for f in dataclasses.fields(state)})
+    meta_policy = dataclasses.replace(policy, model=copy.deepcopy(policy.model).to("meta"))
+    with torch.no_grad():
+        logits = decode_step(meta_policy, meta_state, 16)
+    assert logits.device.type == "meta" and logits.shape == (16, policy.lm_head.out_features)

@@ -156,9 +156,9 @@ def generate_engine(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, gene
     state, logits = _prefill(policy, batch, T)
     runner = StepRunner(policy, state, use_cuda_graphs(cfg, device))
     sizes = buckets(N) if compact else [N]
-    # Batch row i is completion rows[i]; row N is a spare that absorbs filler rows' outputs.
-    rows = torch.arange(N, device=device)
-    done = torch.zeros(N, dtype=torch.bool, device=device)
+    # Batch row i (of B) is completion rows[i]; output row N is a spare that absorbs filler rows' writes.
+    B, rows = N, torch.arange(N, device=device)
+    done = torch.zeros(N, dtype=torch.bool, device=device)  # [B]
     out_tokens = torch.full((N + 1, T), pad, dtype=torch.long, device=device)
     out_logps = torch.zeros(N + 1, T, device=device)
     stops = StopChecker(policy.tokenizer, cfg.stop, N)
@@ -170,14 +170,15 @@ def generate_engine(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, gene
         out_tokens[rows, t], out_logps[rows, t] = tok, logp
         done = _stop_rows(stops, rows, done | torch.isin(tok, eos), tok)
         steps = t + 1
-        active = int((~done).sum())
+        active = int((~done).sum())  # the one host sync per step (also what ends the loop early)
         if active == 0 or t == T - 1:
             break
-        if bucket_for(active, sizes) < done.shape[0]:
-            rows, done, tok = _compact(state, rows, done, tok, bucket_for(active, sizes), spare=N)
-        state.tokens[:done.shape[0]].copy_(tok)
-        state.slot.fill_(L + t)
-        logits = runner(done.shape[0])
+        if bucket_for(active, sizes) < B:
+            B = bucket_for(active, sizes)
+            rows, done, tok = _compact(state, rows, done, tok, B, spare=N)
+        state.tokens[:B].copy_(tok)
+        state.slot.fill_(L + t)  # token t is written at slot L + t
+        logits = runner(B)
     return finish_rollouts(policy, batch, out_tokens[:N, :steps], out_logps[:N, :steps], stops.stop_at, cfg.stop)
 
 
