@@ -28,6 +28,9 @@ What it changes:
   seeds, as in training, the two backends agree.
 
 Graphs are captured per `generate` call and dropped with it, so the KV buffers are not held through the update.
+The host syncs once per step (the count of running rows: it ends the loop and picks the bucket), plus a
+decode of the running rows' text when stop strings are set. Attention runs through `sdpa` or `eager`
+(`Policy.decode_mask`); `flash_attention_2` takes no padded static cache, so the engine refuses it.
 """
 
 from __future__ import annotations
