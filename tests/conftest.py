@@ -48,3 +48,28 @@ def tiny_config(tiny_model_dir, shapes_dir, tmp_path):
         ])
 
     return make
+
+
+def _fresh_logprobs(policy, batch, rollouts, temperature: float) -> torch.Tensor:
+    """Log-probs [N, T] of the sampled tokens from one plain HF forward of prompt + completion (no cache, images
+    repeated per sample): independent of the backends' cache sharing and position bookkeeping."""
+    from vlrl.rollout.reference import _repeat_images
+
+    G = batch.group_size
+    ids = torch.cat([batch.input_ids.repeat_interleave(G, 0), rollouts.completion_ids], 1)
+    attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), rollouts.completion_mask], 1)
+    mm = torch.cat([batch.mm_token_type_ids.repeat_interleave(G, 0), torch.zeros_like(rollouts.completion_ids)], 1)
+    pixel_values, grid = _repeat_images(batch, G)
+    policy.core.model.rope_deltas = None
+    with torch.no_grad():
+        logits = policy.core(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm, pixel_values=pixel_values,
+                             image_grid_thw=grid).logits.float()
+    L, T = batch.input_ids.shape[1], rollouts.completion_ids.shape[1]
+    logp = (logits[:, L - 1:L - 1 + T] / temperature).log_softmax(-1)
+    return logp.gather(-1, rollouts.completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.fixture(scope="session")
+def fresh_logprobs():
+    """The independent log-prob check used by the rollout tests: fresh_logprobs(policy, batch, rollouts, T)."""
+    return _fresh_logprobs

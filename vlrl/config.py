@@ -65,8 +65,9 @@ class DataConfig:
 
 @dataclass
 class RolloutConfig:
-    backend: Literal["cached", "reference"] = option(
-        "cached", "Rollout backend: 'cached' (prefill once, share the KV cache across the group) or "
+    backend: Literal["cached", "engine", "reference"] = option(
+        "cached", "Rollout backend: 'cached' (prefill once, share the KV cache across the group), 'engine' (the "
+        "same, decoding into a preallocated static KV cache, finished rows compacted away, CUDA graphs on GPU) or "
         "'reference' (transformers generate on repeated prompts; slow, for correctness checks).",
     )
     group_size: int = option(16, "Completions sampled per prompt (G).")
@@ -74,6 +75,14 @@ class RolloutConfig:
     temperature: float = option(1.0, "Sampling temperature (log-probs in the update use the same).")
     top_p: float = option(1.0, "Nucleus sampling mass; 1.0 disables.")
     top_k: int = option(0, "Sample among the k most likely tokens; 0 disables.")
+    stop: list[str] = option(
+        [], "Stop strings: a completion ends at the token whose addition makes its decoded text contain one "
+        "(that token is kept, the text is cut right after the stop string). Every backend applies them.",
+    )
+    cuda_graphs: bool = option(
+        True, "'engine' backend on CUDA: capture the decode step in a CUDA graph per batch-size bucket and replay "
+        "it. Ignored on CPU, where the same step runs eagerly.",
+    )
 
 
 @dataclass

@@ -11,7 +11,6 @@ from vlrl.config import ModelConfig, RolloutConfig
 from vlrl.data import PromptEncoder, validate_row
 from vlrl.models.policy import load_policy
 from vlrl.rollout import generate
-from vlrl.rollout.reference import _repeat_images
 from vlrl.rollout.sampling import prompt_seed
 
 
@@ -24,23 +23,6 @@ def policy(tiny_model_dir):
 def batch_rows():
     raw = shape_rows("colour", 3, seed=1, split="test") + shape_rows("count", 3, seed=1, split="test")
     return [validate_row(r, i) for i, r in enumerate(raw)]
-
-
-def _hf_logprobs(policy, batch, rollouts, temperature):
-    """Log-probs of the sampled tokens from one plain HF forward of prompt + completion (no cache, images
-    repeated per sample): independent of the engine's cache sharing and position bookkeeping."""
-    G = batch.group_size
-    ids = torch.cat([batch.input_ids.repeat_interleave(G, 0), rollouts.completion_ids], 1)
-    attn = torch.cat([batch.attention_mask.repeat_interleave(G, 0), rollouts.completion_mask], 1)
-    mm = torch.cat([batch.mm_token_type_ids.repeat_interleave(G, 0), torch.zeros_like(rollouts.completion_ids)], 1)
-    pixel_values, grid = _repeat_images(batch, G)
-    policy.core.model.rope_deltas = None
-    with torch.no_grad():
-        logits = policy.core(input_ids=ids, attention_mask=attn, mm_token_type_ids=mm, pixel_values=pixel_values,
-                             image_grid_thw=grid).logits.float()
-    L, T = batch.input_ids.shape[1], rollouts.completion_ids.shape[1]
-    logp = (logits[:, L - 1:L - 1 + T] / temperature).log_softmax(-1)
-    return logp.gather(-1, rollouts.completion_ids.unsqueeze(-1)).squeeze(-1)
 
 
 def test_greedy_cached_equals_reference(policy, batch_rows):
@@ -56,11 +38,11 @@ def test_greedy_cached_equals_reference(policy, batch_rows):
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_sampled_logprobs_match_fresh_forward(policy, batch_rows, temperature):
+def test_sampled_logprobs_match_fresh_forward(policy, batch_rows, temperature, fresh_logprobs):
     batch = PromptEncoder(policy.processor, 56 * 56, 112 * 112)(batch_rows, group_size=4)
     gen = torch.Generator().manual_seed(3)
     out = generate(policy, batch, RolloutConfig(max_new_tokens=8, temperature=temperature), generator=gen)
-    expected = _hf_logprobs(policy, batch, out, temperature)
+    expected = fresh_logprobs(policy, batch, out, temperature)
     mask = out.completion_mask.bool()
     torch.testing.assert_close(out.logprobs[mask], expected[mask], atol=1e-5, rtol=0)
     # Samples of one prompt differ (the shared cache is not collapsing them into one).

@@ -107,6 +107,26 @@ class Policy:
         has_cache_field = "cache" in getattr(type(out), "__dataclass_fields__", {})
         return out.last_hidden_state, out.cache if has_cache_field else out.past_key_values
 
+    def decode_mask(self, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The attention mask of one decode step over a static KV cache, in the prepared form the language model
+        takes instead of building its own: valid [B, S] (True = key slot holds a real token) -> {layer type:
+        mask [B, 1, 1, S]}, bool for sdpa (True attends), additive for eager (0 or the dtype's minimum).
+
+        Building it here avoids transformers' mask builder, which inspects the mask's values (a device sync,
+        and a branch on data) and so cannot run inside a CUDA graph."""
+        text_cfg = self.core.config.text_config
+        impl = text_cfg._attn_implementation
+        if set(text_cfg.layer_types) != {"full_attention"}:
+            raise ValueError("the static decode path assumes full attention in every layer (no sliding window)")
+        mask = valid[:, None, None, :]
+        if impl == "eager":
+            dtype = self.core.model.language_model.embed_tokens.weight.dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=valid.device).masked_fill(~mask, torch.finfo(dtype).min)
+        elif impl != "sdpa":
+            raise ValueError(f"the 'engine' rollout backend runs attention through 'sdpa' or 'eager', not {impl!r}; "
+                             "set model.attn_implementation=sdpa or use rollout.backend=cached")
+        return {"full_attention": mask}
+
     @property
     def lm_head(self) -> torch.nn.Linear:
         return self.core.lm_head

@@ -1,6 +1,8 @@
 """Rollout: `generate(policy, PromptBatch, RolloutConfig) -> Rollouts`, with interchangeable backends.
 
 - `cached` (default): images encoded and prompts prefilled once, KV cache shared by the group's G samples.
+- `engine`: the same sharing, decoded into a static KV cache with fixed-shape steps (CUDA graphs on GPU) and
+  finished rows compacted away.
 - `reference`: transformers `generate` on repeated prompts, kept as the correctness baseline.
 """
 
@@ -14,10 +16,11 @@ from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
 from vlrl.rollout.cached import generate_cached
+from vlrl.rollout.engine import generate_engine
 from vlrl.rollout.reference import generate_reference
 from vlrl.rollout.types import Rollouts
 
-BACKENDS = {"cached": generate_cached, "reference": generate_reference}
+BACKENDS = {"cached": generate_cached, "engine": generate_engine, "reference": generate_reference}
 
 
 def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: torch.Generator | None = None,
@@ -26,7 +29,7 @@ def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: 
 
     Randomness: `seeds` (one per prompt, see `vlrl.rollout.sampling.prompt_seed`) makes each prompt's samples a
     function of its seed and the model alone — the same whatever else is in the batch, so data-parallel runs
-    sample what a single process would (`cached` backend; `reference` folds the seeds into one global seed).
+    sample what a single process would (`cached` and `engine`; `reference` folds the seeds into one global seed).
     Without seeds, `generator` drives the whole batch."""
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown rollout backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")

@@ -3,8 +3,8 @@ KV cache is then repeated G times and the group's samples decode from it in one 
 
 Positions: Qwen2.5-VL gives each prompt 3-D rotary positions (image tokens on a grid); every generated token
 takes, in all three components, one more than the largest position so far in its row.
-Finished rows keep decoding padding (masked out) so the batch stays rectangular; decoding stops when every
-row has finished or `max_new_tokens` is reached.
+Finished rows (EOS or a stop string, `rollout.stopping`) keep decoding padding (masked out) so the batch stays
+rectangular; decoding stops when every row has finished or `max_new_tokens` is reached.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
 from vlrl.rollout.sampling import group_uniforms, sample_next
+from vlrl.rollout.stopping import StopChecker
 from vlrl.rollout.types import Rollouts, finish_rollouts
 
 
@@ -53,6 +54,7 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
 
     tokens, logps = [], []
     done = torch.zeros(N, dtype=torch.bool, device=device)
+    stops = StopChecker(policy.tokenizer, cfg.stop, N)
     for t in range(cfg.max_new_tokens):
         tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, generator,
                                 None if uniforms is None else uniforms[:, t])
@@ -60,6 +62,10 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         tokens.append(tok)
         logps.append(logp)
         done = done | torch.isin(tok, eos)
+        if stops.stops:
+            live = (~done).nonzero().squeeze(1).tolist()
+            for r in stops.update(live, tok[live].tolist()):
+                done[r] = True
         if bool(done.all()) or t == cfg.max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=device)], dim=1)
@@ -67,4 +73,4 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         hidden, cache = policy.hidden_states(policy.embed(tok.unsqueeze(1), None), step_pos, attn,
                                              past_key_values=cache, use_cache=True)
         logits = policy.lm_head(hidden[:, -1]).float()
-    return finish_rollouts(policy, batch, torch.stack(tokens, 1), torch.stack(logps, 1))
+    return finish_rollouts(policy, batch, torch.stack(tokens, 1), torch.stack(logps, 1), stops.stop_at, cfg.stop)

@@ -1,5 +1,6 @@
 """The reference backend: transformers `generate` on the prompts repeated G times. Slow (every image is encoded
-G times, every prompt prefilled G times) but independent of our engine, so tests compare against it."""
+G times, every prompt prefilled G times) but independent of our engine, so tests compare against it. Stop
+strings cannot end `generate` on our text test, so they are applied afterwards (`scan_stops`): same cut."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
+from vlrl.rollout.stopping import scan_stops
 from vlrl.rollout.types import Rollouts, finish_rollouts
 
 
@@ -56,4 +58,5 @@ def generate_reference(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
     raw = torch.stack(out.logits, 1).float()  # [N, T, V] unprocessed logits
     scaled = raw / temperature if do_sample else raw
     logps = scaled.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return finish_rollouts(policy, batch, tokens, logps)
+    stop_at = scan_stops(policy.tokenizer, tokens.cpu(), policy.eos_token_ids, cfg.stop)
+    return finish_rollouts(policy, batch, tokens, logps, stop_at, cfg.stop)
