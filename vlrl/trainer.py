@@ -30,6 +30,7 @@ from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.policy import load_policy
+from vlrl.perf import peak_tflops, update_flops
 from vlrl.rewards import RewardInput, RewardMixer
 from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
@@ -207,10 +208,22 @@ class Trainer:
                     self.policy, self.forward, acc, self.optimizer, self.scheduler, chunks, rollouts, rows_kept,
                     advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, totals, old, ref,
                 )
+            loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
         return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _update_throughput(self, chunks, seconds: float) -> dict[str, float]:
+        """perf/update_tflops: model TFLOP/s of this rank's update (vlrl.perf); perf/mfu where the device's peak
+        is known."""
+        flops = update_flops(self.policy, chunks, self.cfg.algorithm.updates_per_batch)
+        tflops = flops / max(seconds, 1e-9) / 1e12
+        out = {"perf/update_tflops": tflops}
+        peak = peak_tflops(self.accelerator.device)
+        if peak:
+            out["perf/mfu"] = tflops / peak
+        return out
 
     def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""

@@ -31,7 +31,8 @@ class StepSampler:
             unknown = sorted(set(source_weights) - set(sources))
             if unknown:
                 raise ValueError(f"data.source_weights names sources absent from the data: {unknown}; "
-                                 f"present: {sorted(set(sources))}")
+                                 f"present: {sorted(set(sources))} (the default weights are the tiny demo's; "
+                                 "clear them with data.source_weights={})")
             if any(w < 0 for w in source_weights.values()):
                 raise ValueError(f"data.source_weights must be non-negative, got {dict(source_weights)}")
             names, counts = np.unique(np.asarray(sources), return_counts=True)
