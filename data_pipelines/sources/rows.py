@@ -28,7 +28,7 @@ def new_row(
     """A schema-v1 row in flight (see ``data_pipelines.records``)."""
     return {
         "id": row_id,
-        "images": list(images),
+        "images": [by_path(image) for image in images],
         "problem": problem,
         "answer": answer,
         "task": task,
@@ -37,6 +37,20 @@ def new_row(
         "reasoning": reasoning or "",
         "meta": meta or {},
     }
+
+
+def by_path(image):
+    """An image decoded from an RGB file, as ``{"path", "bytes": None}``: the source has checked that it decodes,
+    and holding its pixels for every row of a large source (all of COCO: ~100 GB) is not needed —
+    ``datasets`` reads the file again when it writes the dataset, embedding the original bytes. Other images
+    (generated, converted, from bytes) are kept as they are."""
+    import PIL.Image
+
+    if isinstance(image, PIL.Image.Image) and getattr(image, "filename", "") and image.mode == "RGB":
+        path = image.filename
+        image.close()
+        return {"path": path, "bytes": None}
+    return image
 
 
 @dataclass

@@ -47,8 +47,11 @@ def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[Stage
             keep.append(i)
     curated = collected.select(keep)
     kept_ids = set(curated["id"])
-    chain_ids = [row_id for row_id in verified["id"] if row_id in kept_ids]
-    chains = verified.select([i for i, row_id in enumerate(verified["id"]) if row_id in kept_ids])
+    # A chain needs a chain: with distill and verify off, rows without reasoning stay out of this set.
+    with_chain = [i for i, (row_id, chain) in enumerate(zip(verified["id"], verified["reasoning"], strict=True))
+                  if row_id in kept_ids and chain.strip()]
+    chains = verified.select(with_chain)
+    chain_ids = chains["id"]
     if cfg.rl_from not in ("all", "verified"):
         raise ValueError(f"curate.rl_from must be 'all' or 'verified', got {cfg.rl_from!r}")
     chain_set = set(chain_ids)

@@ -48,3 +48,12 @@ def drops_by_reason(result) -> dict[str, list[str]]:
     for drop in result.drops:
         out.setdefault(drop.reason, []).append(drop.id)
     return out
+
+
+def pil(image):
+    """A row's image as PIL: sources hand RGB files on as {"path", "bytes": None} (see sources/rows.by_path)."""
+    import PIL.Image
+
+    if isinstance(image, PIL.Image.Image):
+        return image
+    return PIL.Image.open(image["path"])

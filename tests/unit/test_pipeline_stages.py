@@ -183,14 +183,15 @@ def test_curate_filters_dedupes_and_splits():
         {"id": "ok_box", "images": [blue], "problem": "Where 3?", "answer": "[1, 1, 20, 9]", "task": "grounding"},
     ]
     collected = dataset(rows)
-    verified = dataset([dict(rows[0], reasoning="<answer>red</answer>"), dict(rows[3], reasoning="<answer>x</answer>")])
+    verified = dataset([dict(rows[0], reasoning="<answer>red</answer>"), dict(rows[3], reasoning="<answer>x</answer>"),
+                        rows[2]])  # r1q2 passed through the stages without a chain (distill off)
     cfg = CurateConfig(max_answer_chars=20, min_box_side=2.0, eval_fraction=0.0)
     result, sets = curate(collected, verified, cfg)
     assert result.ds["id"] == ["r1", "r1q2", "ok_box"]
     assert {d.id: d.reason for d in result.drops} == {
         "r1dup": "duplicate", "long": "answer_too_long", "tiny_box": "box_too_small", "out_box": "box_outside_image"}
     assert sets["rl"]["train"]["id"] == ["r1", "r1q2", "ok_box"] and len(sets["rl"]["test"]) == 0
-    assert sets["chains"]["id"] == ["r1"]  # "long" was verified but failed curation
+    assert sets["chains"]["id"] == ["r1"]  # "long" was verified but failed curation; r1q2 has no chain
     _, disjoint = curate(collected, verified, CurateConfig(max_answer_chars=20, eval_fraction=0.0, disjoint=True))
     assert disjoint["rl"]["train"]["id"] == ["r1q2", "ok_box"]
     _, only_verified = curate(collected, verified, CurateConfig(max_answer_chars=20, eval_fraction=0.0, rl_from="verified"))

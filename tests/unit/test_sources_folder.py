@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sources_support import assert_schema_rows, drops_by_reason, write_image
+from sources_support import assert_schema_rows, drops_by_reason, pil, write_image
 
 from data_pipelines.sources.annotations import SourceError, SourceFileNotFound
 from data_pipelines.sources.folder import FolderOptions, load_folder
@@ -52,7 +52,7 @@ def test_jsonl_rows_and_drops(folder):
     assert list(rows) == ["folder:q1", "folder:q2", "folder:9"]  # the last record has no id: its index
     assert rows["folder:q1"]["answer"] == "3"  # a JSON number becomes its text
     assert rows["folder:9"]["answer"] == "[1, 2, 3, 4]"
-    assert [im.size for im in rows["folder:q2"]["images"]] == [(40, 30), (20, 20)]
+    assert [pil(im).size for im in rows["folder:q2"]["images"]] == [(40, 30), (20, 20)]
     assert rows["folder:q1"]["meta"] == {"source": "mine"}  # unmapped columns are kept
     assert rows["folder:q1"]["task"] == "open" and rows["folder:q1"]["data_source"] == "folder"
     assert drops_by_reason(result) == {

@@ -7,7 +7,7 @@ import PIL.Image
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sources_support import assert_schema_rows, drops_by_reason, png_bytes, write_image
+from sources_support import assert_schema_rows, drops_by_reason, pil, png_bytes, write_image
 
 from data_pipelines.sources.annotations import SourceError
 from data_pipelines.sources.hf import HFOptions, load_hf
@@ -30,7 +30,7 @@ def test_save_to_disk_with_image_features(tmp_path):
     )
     datasets.DatasetDict(train=train, test=train.select([0])).save_to_disk(str(tmp_path / "ds"))
     result = load_hf(HFOptions(columns=COLUMNS, path=str(tmp_path / "ds"), task="count"), name="counts")
-    assert [(r["id"], r["answer"], r["images"][0].mode, r["images"][0].size) for r in result.rows] == [
+    assert [(r["id"], r["answer"], pil(r["images"][0]).mode, pil(r["images"][0]).size) for r in result.rows] == [
         ("counts:0", "4", "RGB", (12, 9))
     ]
     assert drops_by_reason(result) == {
@@ -61,7 +61,7 @@ def test_parquet_with_bytes_lists_and_paths(tmp_path):
     pq.write_table(table, tmp_path / "train-00000-of-00001.parquet")
     columns = {"image": "pics", "problem": "q", "answer": "a", "task": "kind", "id": "id"}
     result = load_hf(HFOptions(columns=columns, path=str(tmp_path), image_root=str(tmp_path / "pics")))
-    assert [(r["id"], r["task"], [im.size for im in r["images"]]) for r in result.rows] == [
+    assert [(r["id"], r["task"], [pil(im).size for im in r["images"]]) for r in result.rows] == [
         ("hf:a", "open", [(5, 4)]),
         ("hf:b", "yes_no", [(8, 8), (8, 8)]),
     ]
@@ -82,7 +82,7 @@ def test_parquet_with_raw_bytes_and_path_strings(tmp_path):
             task="number",
         )
     )
-    assert [r["images"][0].size for r in result.rows] == [(3, 2)]
+    assert [pil(r["images"][0]).size for r in result.rows] == [(3, 2)]
     assert drops_by_reason(result) == {"undecodable_image": ["hf:1"]}
     pq.write_table(pa.table({"file": ["p.png"], "q": ["A?"], "a": ["1"]}), tmp_path / "paths.parquet")
     result = load_hf(
@@ -93,7 +93,7 @@ def test_parquet_with_raw_bytes_and_path_strings(tmp_path):
             image_root=str(tmp_path),
         )
     )
-    assert [r["images"][0].size for r in result.rows] == [(6, 7)]
+    assert [pil(r["images"][0]).size for r in result.rows] == [(6, 7)]
     assert_schema_rows(result.rows)
 
 

@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sources_support import assert_schema_rows, drops_by_reason, png_bytes
+from sources_support import assert_schema_rows, drops_by_reason, pil, png_bytes
 
 from data_pipelines.sources.annotations import SourceError
 from data_pipelines.sources.orsta import OrstaOptions, load_orsta
@@ -115,7 +115,7 @@ def test_rows_score_through_the_vtriune_reward_spec(orsta):
     rows = load_orsta(OrstaOptions(path=str(orsta))).rows
     inputs, specs = [], []
     for row in rows:
-        size = row["images"][0].size
+        size = pil(row["images"][0]).size
         # The truth itself as the answer; resized == original size, so qwen2_5_vl boxes need no scaling.
         inputs.append(
             RewardInput(
