@@ -28,7 +28,9 @@ class TeacherConfig:
     max_concurrency: int = option(8, "openai: requests in flight at once.")
     retries: int = option(4, "openai: retries per request after a 429/5xx/timeout/connection error.")
     timeout_s: float = option(120.0, "openai: seconds before a request is abandoned (then retried).")
-    batch_size: int = option(32, "Requests handed to the teacher at once; the cache is written after each batch.")
+    batch_size: int = option(
+        32, "Requests handed to the teacher at once (identical ones asked once); each reply is cached as it arrives.",
+    )
 
 
 @dataclass
@@ -109,7 +111,7 @@ class BuildConfig:
         [{"kind": "shapes", "params": {"rows_per_task": 32}}],
         "Sources: a list of {kind, name, params}; `vlrl data sources` lists kinds and their params.",
     )
-    seed: int = option(0, "Seed for every random choice of the build (held-out split, source sampling).")
+    seed: int = option(0, "Seed of the held-out split (each source takes its own `seed` param where it samples).")
     teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(), metadata={"help": "The default teacher of the caption/distill/rewrite stages."})
     caption: TeacherStageConfig = field(default_factory=lambda: TeacherStageConfig(max_tokens=512), metadata={"help": "Stage 2: caption each image."})
     distill: TeacherStageConfig = field(default_factory=lambda: TeacherStageConfig(), metadata={"help": "Stage 3: a reasoning chain from caption + question."})
