@@ -1,6 +1,8 @@
 """Checkpoints: `<run>/checkpoints/step_NNNNNN/` is an HF-format model directory (weights, config, processor)
-that `from_pretrained` loads, plus `trainer_state.pt` (optimizer, scheduler, RNG states, step). Data position
-needs no state of its own: the prompts of step s are a function of (seed, s), see `vlrl.data.sampler`."""
+that `from_pretrained` loads, plus `trainer_state.pt` (optimizer, scheduler, RNG states, step). With LoRA the
+directory holds the adapter instead of the weights (peft format: `adapter_config.json` names the base model;
+`vlrl export` merges it into a plain HF directory). Data position needs no state of its own: the prompts of
+step s are a function of (seed, s), see `vlrl.data.sampler`."""
 
 from __future__ import annotations
 
@@ -34,20 +36,25 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor, optimizer, scheduler,
-                    keep: int) -> Path:
+                    keep: int, adapter=None) -> Path:
     """Write the checkpoint of `step` (main process writes; all ranks must call) and prune old ones.
 
     model: what `accelerator.prepare` returned, holding `hf_model` (the HF model) as its `hf_model` attribute;
     its full state dict is assembled on every rank (a collective under FSDP / ZeRO-3), then written by the main
-    process in HF format."""
+    process in HF format, or, with `adapter` (the peft wrapper of a LoRA policy), as the adapter alone."""
     out = checkpoint_dir(run_dir, step)
     accelerator.wait_for_everyone()
     state = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         prefix = "hf_model."
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         out.mkdir(parents=True, exist_ok=True)
-        hf_model.save_pretrained(out, state_dict=state)
+        if adapter is not None:
+            from vlrl.models.lora import adapter_state
+
+            adapter.save_pretrained(out, state_dict=adapter_state(state, prefix))
+        else:
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            hf_model.save_pretrained(out, state_dict=state)
         processor.save_pretrained(out)
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, out / STATE_FILE)
@@ -74,3 +81,17 @@ def load_trainer_state(ckpt: Path, optimizer, scheduler) -> int:
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return int(state["step"])
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Turn a training checkpoint into a plain HF model directory (weights, config, processor) that
+    `AutoModelForImageTextToText.from_pretrained` loads: a LoRA checkpoint's adapter is merged into its base
+    model. A checkpoint that already is one is refused (use it as it is)."""
+    from vlrl.models.lora import export_merged, is_adapter_checkpoint
+
+    ckpt = Path(ckpt)
+    if is_adapter_checkpoint(ckpt):
+        return export_merged(ckpt, out)
+    if (ckpt / "config.json").exists() and any(ckpt.glob("*.safetensors")):
+        raise ValueError(f"{ckpt} already is an HF-format model directory: load it as it is")
+    raise FileNotFoundError(f"{ckpt} is not a vlrl checkpoint (no adapter, weights or sharded state)")

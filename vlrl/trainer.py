@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -63,15 +64,17 @@ class Trainer:
 
         self.train_rows, self.eval_rows = self._load_data()
         base_path = self._model_path()
-        self.policy = load_policy(cfg.model, ckpt or base_path, acc.device)
+        self.policy = self._load_policy(base_path, ckpt)
         self.forward = CompletionForward(self.policy.model)
         params = [p for p in self.forward.parameters() if p.requires_grad]
         o = cfg.optim
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
-        # The KL reference is the starting model, also when resuming.
-        self.reference = self._reference_model(base_path) if cfg.algorithm.kl_coef else None
+        # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
+        self.reference = None
+        if cfg.algorithm.kl_coef and self.policy.adapter is None:
+            self.reference = self._reference_model(base_path)
         self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
         self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
 
@@ -119,6 +122,27 @@ class Trainer:
         if evals is not None and len(evals) > d.max_eval_rows:
             evals = evals.select(range(d.max_eval_rows))
         return train, evals
+
+    def _load_policy(self, base_path, ckpt):
+        """The policy to train: the base model, or the checkpoint's weights when resuming (a LoRA checkpoint
+        holds only the adapter: the base model is loaded and the adapter put on it)."""
+        from vlrl.models.lora import is_adapter_checkpoint
+
+        device = self.accelerator.device
+        if ckpt is not None and is_adapter_checkpoint(ckpt):
+            if not self.cfg.model.lora_rank:
+                raise ValueError(f"{ckpt} holds a LoRA adapter but model.lora_rank=0")
+            return load_policy(self.cfg.model, base_path, device, adapter_path=ckpt)
+        return load_policy(self.cfg.model, ckpt or base_path, device)
+
+    @contextmanager
+    def _reference(self):
+        """(policy, forward) that give the KL reference's log-probs."""
+        if self.reference is not None:
+            yield self.reference, self.ref_forward
+            return
+        with self.policy.without_adapter():
+            yield self.policy, self.forward
 
     def _reference_model(self, path):
         ref = load_policy(self.cfg.model, path, self.accelerator.device)
@@ -191,9 +215,9 @@ class Trainer:
         if cfg.algorithm.updates_per_batch > 1 and sum(kept):
             with timer("old_logprobs"):
                 old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
-        if self.reference is not None and sum(kept):
-            with timer("ref_logprobs"):
-                ref = batch_logprobs(self.reference, self.ref_forward, chunks, temperature, cfg.algorithm)
+        if cfg.algorithm.kl_coef and sum(kept):
+            with timer("ref_logprobs"), self._reference() as (policy, forward):
+                ref = batch_logprobs(policy, forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if sum(kept):
             with timer("update"):
@@ -280,7 +304,8 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         return save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
-                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints)
+                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
+                               adapter=self.policy.adapter)
 
 
 def prompts_per_rank(prompts_per_step: int, num_processes: int) -> int:

@@ -78,7 +78,8 @@ def trainer_dir(tag) -> str:
     return tempfile.mkdtemp(prefix=f"vlrl-mb{tag}-")
 
 
-@pytest.mark.parametrize("extra", [(), ("algorithm.updates_per_batch=2", "algorithm.kl_coef=0.05")])
+@pytest.mark.parametrize("extra", [(), ("algorithm.updates_per_batch=2", "algorithm.kl_coef=0.05"),
+                                   ("model.lora_rank=4", "algorithm.kl_coef=0.05")])
 def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, extra):
     common = ("trainer.total_steps=4", "trainer.save_every=2", "trainer.eval_every=2", *extra)
     full = tiny_config(*common, f"trainer.output_dir={tmp_path / 'full'}")
