@@ -147,6 +147,10 @@ class AlgorithmConfig:
     entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
     updates_per_batch: int = option(4, "Optimiser passes over each rollout batch (PPO epochs).")
     micro_batch_size: int = option(512, "Sequences per forward/backward pass; gradients accumulate over them.")
+    micro_batch_tokens: int = option(
+        0, "Also cap each micro-batch at this many tokens (sequences x (longest prompt among them + "
+        "max completion length), padding included); whole sequences only, in rollout order. 0: no token cap.",
+    )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
 

@@ -36,7 +36,14 @@ from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
 from vlrl.rollout.sampling import prompt_seed
-from vlrl.update import CompletionForward, batch_logprobs, loss_totals, micro_batches, update_policy
+from vlrl.update import (
+    CompletionForward,
+    batch_logprobs,
+    filler_chunk,
+    loss_totals,
+    micro_batches,
+    update_policy,
+)
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
 
@@ -209,8 +216,8 @@ class Trainer:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)
             rows_kept = keep.nonzero().squeeze(-1)
             kept = acc.gather(torch.tensor([len(rows_kept)], device=acc.device)).tolist()  # rows kept per rank
-        temperature, size = cfg.rollout.temperature, cfg.algorithm.micro_batch_size
-        chunks = micro_batches(batch, rollouts, rows_kept, size, count=-(-max(kept) // size))
+        temperature = cfg.rollout.temperature
+        chunks = self._micro_batches(batch, rollouts, rows_kept)
         old = ref = None
         if cfg.algorithm.updates_per_batch > 1 and sum(kept):
             with timer("old_logprobs"):
@@ -231,6 +238,13 @@ class Trainer:
             self.scheduler.step()
         return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _micro_batches(self, batch, rollouts, rows_kept):
+        """This rank's micro-batches, padded with fillers to the largest count of any rank (see `micro_batches`)."""
+        a = self.cfg.algorithm
+        chunks = micro_batches(batch, rollouts, rows_kept, a.micro_batch_size, max_tokens=a.micro_batch_tokens)
+        count = int(self.accelerator.gather(torch.tensor([len(chunks)], device=self.accelerator.device)).max())
+        return chunks + [filler_chunk(batch, rollouts, rows_kept)] * (count - len(chunks))
 
     def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""

@@ -77,6 +77,10 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     steps = torch.arange(1, targets.shape[1] + 1, device=ids.device)
     completion_pos = prompt_pos.amax(dim=(0, 2)).unsqueeze(-1) + steps  # [n, T]
     pos = torch.cat([prompt_pos, completion_pos.unsqueeze(0).expand(3, -1, -1)], 2)
+    # Cut the left padding every one of these prompts has (masked out anyway): the forward's cost follows the
+    # longest prompt here, not the longest of the step.
+    first = int(attn[:, : batch.input_ids.shape[1]].any(0).long().argmax())
+    ids, attn, pos = ids[:, first:], attn[:, first:], pos[:, :, first:]
     if batch.pixel_values is None:
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
 
@@ -133,22 +137,44 @@ def loss_totals(accelerator, mask: torch.Tensor, max_len: int) -> LossTotals:
     return LossTotals(num_tokens=max(tokens, 1.0) / world, num_seqs=seqs / world, max_len=max_len)
 
 
-def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None
-                  ) -> list[tuple[torch.Tensor, SequenceBatch]]:
-    """Split `rows` into chunks of `size`: (positions within `rows`, that chunk's model inputs). Built once per
-    step and shared by the old/reference log-prob passes and every update epoch.
+def split_rows(batch: PromptBatch, rows: torch.Tensor, completion_len: int, size: int, max_tokens: int = 0
+               ) -> list[torch.Tensor]:
+    """Consecutive runs of positions into `rows` [n], one per micro-batch: at most `size` sequences each and,
+    with `max_tokens` > 0, at most that many tokens counted as the micro-batch's tensor holds them — sequences x
+    (its longest prompt + completion_len), since `gather_sequences` cuts the left padding the micro-batch's
+    prompts share. A sequence over the budget alone makes a micro-batch. Runs keep the rollout order, so a
+    group's samples, which share their images, stay together."""
+    prompt_len = batch.attention_mask.sum(-1)[rows // batch.group_size].tolist()  # [n] real prompt tokens
+    out, start, longest = [], 0, 0
+    for i, length in enumerate(prompt_len):
+        n, longer = i - start + 1, max(longest, int(length))
+        if i > start and (n > size or (max_tokens > 0 and n * (longer + completion_len) > max_tokens)):
+            out.append(torch.arange(start, i, device=rows.device))
+            start, longer = i, int(length)
+        longest = longer
+    if len(prompt_len) > start:
+        out.append(torch.arange(start, len(prompt_len), device=rows.device))
+    return out
+
+
+def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None,
+                  max_tokens: int = 0) -> list[tuple[torch.Tensor, SequenceBatch]]:
+    """Split `rows` into micro-batches (`split_rows`): (positions within `rows`, that chunk's model inputs).
+    Built once per step and shared by the old/reference log-prob passes and every update epoch.
 
     `count` pads the list with filler chunks (no positions; rollout row 0 as input, weighted 0 in the loss):
     data-parallel ranks must run the same number of forwards and backwards, each being a collective, even when
-    dynamic sampling kept more rows on one rank than on another."""
-    out = []
-    for start in range(0, len(rows), size):
-        mb = torch.arange(start, min(start + size, len(rows)), device=rows.device)
-        out.append((mb, gather_sequences(batch, rollouts, rows[mb])))
+    dynamic sampling kept more rows on one rank than on another, or their token budgets split differently."""
+    plan = split_rows(batch, rows, rollouts.completion_ids.shape[1], size, max_tokens)
+    out = [(mb, gather_sequences(batch, rollouts, rows[mb])) for mb in plan]
     if count is not None and count > len(out):
-        filler = (rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1)))
-        out += [filler] * (count - len(out))
+        out += [filler_chunk(batch, rollouts, rows)] * (count - len(out))
     return out
+
+
+def filler_chunk(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> tuple[torch.Tensor, SequenceBatch]:
+    """A micro-batch with no positions (rollout row 0 as input, weighted 0 in the loss), to even out counts."""
+    return rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1))
 
 
 @torch.no_grad()
