@@ -25,7 +25,13 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
-from vlrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from vlrl.checkpoint import (
+    is_sharded_checkpoint,
+    latest_checkpoint,
+    load_sharded,
+    load_trainer_state,
+    save_checkpoint,
+)
 from vlrl.config import Config
 from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
@@ -43,6 +49,7 @@ from vlrl.update import (
     loss_totals,
     micro_batches,
     update_policy,
+    with_full_parameters,
 )
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
@@ -69,6 +76,9 @@ class Trainer:
         if resume and ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
+        if acc.is_fsdp2 and cfg.model.lora_rank:
+            raise ValueError("model.lora_rank with FSDP is not supported yet: use DDP (configs/accelerate/ddp.yaml); "
+                             "with LoRA only the small adapter state is replicated")
         self.train_rows, self.eval_rows = self._load_data()
         base_path = self._model_path()
         self.policy = self._load_policy(base_path, ckpt)
@@ -78,11 +88,15 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
+        if acc.is_fsdp2:
+            acc.unwrap_model(self.forward).reshard_after_forward = bool(acc.state.fsdp_plugin.reshard_after_forward)
         # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
         self.reference = None
         if cfg.algorithm.kl_coef and self.policy.adapter is None:
             self.reference = self._reference_model(base_path)
         self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
+        if ckpt is not None and is_sharded_checkpoint(ckpt):
+            load_sharded(ckpt, self.forward, self.optimizer)
         self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
@@ -140,6 +154,8 @@ class Trainer:
             if not self.cfg.model.lora_rank:
                 raise ValueError(f"{ckpt} holds a LoRA adapter but model.lora_rank=0")
             return load_policy(self.cfg.model, base_path, device, adapter_path=ckpt)
+        if ckpt is not None and is_sharded_checkpoint(ckpt):  # weights come after `prepare`, shard by shard
+            return load_policy(self.cfg.model, base_path, device)
         return load_policy(self.cfg.model, ckpt or base_path, device)
 
     @contextmanager
@@ -203,7 +219,8 @@ class Trainer:
             self.policy.prompt_positions(batch)
             seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
         with timer("rollout"):
-            rollouts = generate(self.policy, batch, cfg.rollout, seeds=seeds)
+            rollouts = with_full_parameters(self.policy, self.forward,
+                                            lambda: generate(self.policy, batch, cfg.rollout, seeds=seeds))
         with timer("reward"):
             scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
         with timer("advantage"):
@@ -286,8 +303,8 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source.
-        Each rank decodes a contiguous share of the rows (with the unwrapped model: no collectives), then the
-        results are gathered, so every rank must call it."""
+        Each rank decodes a contiguous share of the rows (no collectives, except FSDP2's one gathering of the
+        weights), then the results are gathered, so every rank must call it."""
         if self.eval_rows is None or len(self.eval_rows) == 0:
             return {}
         if self._eval_batches is None:
@@ -297,8 +314,11 @@ class Trainer:
             rows = [validate_row(self.eval_rows[i], i) for i in mine]
             self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
         totals, accs, sources = [], [], []
-        for batch in self._eval_batches:
-            rollouts = generate(self.policy, batch.to(self.accelerator.device), self.cfg.rollout, greedy=True)
+        batches = [batch.to(self.accelerator.device) for batch in self._eval_batches]
+        # One call per rank, however many batches it holds: under FSDP2 gathering the weights is a collective.
+        decoded = with_full_parameters(self.policy, self.forward, lambda: [
+            generate(self.policy, batch, self.cfg.rollout, greedy=True) for batch in batches])
+        for batch, rollouts in zip(batches, decoded, strict=True):
             scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
             totals += scores.total.tolist()
             acc = scores.components.get("accuracy")
@@ -319,7 +339,7 @@ class Trainer:
     def save(self, step: int) -> Path:
         return save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
                                self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
-                               adapter=self.policy.adapter)
+                               adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
 
 
 def prompts_per_rank(prompts_per_step: int, num_processes: int) -> int:

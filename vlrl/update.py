@@ -37,14 +37,33 @@ class SequenceBatch:
 
 class CompletionForward(torch.nn.Module):
     """The training forward as a module, so data-parallel wrappers (accelerate) see a regular `forward`:
-    (prompt + completion tokens, image patches) -> hidden states at the positions that predict the completion."""
+    (prompt + completion tokens, image patches) -> log-probs of the completion tokens.
+
+    Every use of a parameter happens inside this forward, the LM head included: under full sharding (FSDP2) a
+    parameter is whole only between the pre- and post-forward hooks of the module that owns it, and this
+    module owns what no layer does (embeddings, final norm, LM head, patch embedding, merger). Whatever else
+    needs the whole model (rollout, evaluation) runs as `forward(policy, run=fn)`: see `_with_full_parameters`.
+    """
 
     def __init__(self, hf_model: torch.nn.Module):
         super().__init__()
         self.hf_model = hf_model
+        # What FSDP's inner units do after their forward during training (accelerate's
+        # fsdp_reshard_after_forward); restored after a `run`. The trainer sets it after preparing.
+        self.reshard_after_forward = True
 
-    def forward(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
-        """Returns hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
+    def forward(self, policy: Policy, seqs: SequenceBatch | None = None, temperature: float = 1.0,
+                chunk_size: int = 1024, with_entropy: bool = False, run=None):
+        """Log-probs [n, T] (and entropy [n, T], else None) of seqs.targets; or, with `run`, run()'s result."""
+        if run is not None:
+            return self._with_full_parameters(run)
+        hidden = self._hidden(policy, seqs)
+        head = policy.lm_head
+        return token_logprobs(hidden, head.weight, seqs.targets, temperature=temperature, chunk_size=chunk_size,
+                              with_entropy=with_entropy, lm_head_bias=head.bias)
+
+    def _hidden(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
+        """Hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
         image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
         unused = None
         if image_embeds is not None:
@@ -63,6 +82,25 @@ class CompletionForward(torch.nn.Module):
         L = seqs.input_ids.shape[1] - T
         hidden = hidden[:, L - 1 : L - 1 + T]
         return hidden if unused is None else hidden + unused.to(hidden.dtype)
+
+    def _with_full_parameters(self, run):
+        """run() with every parameter whole. Called inside this module's forward, so FSDP2 has gathered this
+        module's own parameters; the inner units (layers, vision blocks) are gathered here once and kept whole
+        until run() returns. Left to their hooks, they would gather on every call and reshard after it — one
+        collective per layer per decoded token, and ranks that stop decoding at different steps would then wait
+        on each other forever. Without FSDP this is just run()."""
+        from torch.distributed.fsdp import FSDPModule
+
+        inner = [m for m in self.modules() if isinstance(m, FSDPModule) and m is not self]
+        for m in inner:
+            m.unshard()
+            m.set_reshard_after_forward(False, recurse=False)
+        try:
+            return run()
+        finally:
+            for m in inner:
+                m.set_reshard_after_forward(self.reshard_after_forward, recurse=False)
+                m.reshard()
 
 
 def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SequenceBatch:
@@ -107,11 +145,16 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
 
 def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: SequenceBatch, temperature: float,
                         chunk_size: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs [n, T] (and entropy [n, T]) of the completions under the current policy."""
-    hidden = forward(policy, seqs)
-    head = policy.lm_head
-    return token_logprobs(hidden, head.weight, seqs.targets, temperature=temperature, chunk_size=chunk_size,
-                          with_entropy=with_entropy, lm_head_bias=head.bias)
+    """Log-probs [n, T] (and entropy [n, T]) of the completions under the current policy; `forward` is the
+    (prepared) `CompletionForward`."""
+    return forward(policy, seqs, temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+
+
+@torch.no_grad()
+def with_full_parameters(policy: Policy, forward: torch.nn.Module, run):
+    """run() (a rollout, an evaluation) with every parameter of the policy whole, also under FSDP2: through
+    the prepared module's forward. Every rank must call it, once per rollout (not per decoded token)."""
+    return forward(policy, run=run)
 
 
 @dataclass
