@@ -76,28 +76,8 @@ class Trainer:
         if resume and ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
-        if acc.is_fsdp2 and cfg.model.lora_rank:
-            raise ValueError("model.lora_rank with FSDP is not supported yet: use DDP (configs/accelerate/ddp.yaml); "
-                             "with LoRA only the small adapter state is replicated")
         self.train_rows, self.eval_rows = self._load_data()
-        base_path = self._model_path()
-        self.policy = self._load_policy(base_path, ckpt)
-        self.forward = CompletionForward(self.policy.model)
-        params = [p for p in self.forward.parameters() if p.requires_grad]
-        o = cfg.optim
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
-        if acc.is_fsdp2:
-            acc.unwrap_model(self.forward).reshard_after_forward = bool(acc.state.fsdp_plugin.reshard_after_forward)
-        # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
-        self.reference = None
-        if cfg.algorithm.kl_coef and self.policy.adapter is None:
-            self.reference = self._reference_model(base_path)
-        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
-        if ckpt is not None and is_sharded_checkpoint(ckpt):
-            load_sharded(ckpt, self.forward, self.optimizer)
-        self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
+        self.start_step = self._setup_model(self._model_path(), ckpt)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
@@ -143,6 +123,33 @@ class Trainer:
         if evals is not None and len(evals) > d.max_eval_rows:
             evals = evals.select(range(d.max_eval_rows))
         return train, evals
+
+    def _setup_model(self, base_path, ckpt) -> int:
+        """Policy, optimiser and scheduler, prepared by accelerate; the KL reference; with `ckpt`, the state it
+        holds. Returns the step to start from."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_fsdp2 and cfg.model.lora_rank:
+            raise ValueError("model.lora_rank with FSDP is not supported yet: use DDP (configs/accelerate/ddp.yaml); "
+                             "with LoRA only the small adapter state is replicated")
+        self.policy = self._load_policy(base_path, ckpt)
+        self.forward = CompletionForward(self.policy.model)
+        params = [p for p in self.forward.parameters() if p.requires_grad]
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
+        if acc.is_fsdp2:
+            acc.unwrap_model(self.forward).reshard_after_forward = bool(acc.state.fsdp_plugin.reshard_after_forward)
+        # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
+        self.reference = None
+        if cfg.algorithm.kl_coef and self.policy.adapter is None:
+            self.reference = self._reference_model(base_path)
+        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
+        if ckpt is None:
+            return 0
+        if is_sharded_checkpoint(ckpt):
+            load_sharded(ckpt, self.forward, self.optimizer)
+        return load_trainer_state(ckpt, self.optimizer, self.scheduler)
 
     def _load_policy(self, base_path, ckpt):
         """The policy to train: the base model, or the checkpoint's weights when resuming (a LoRA checkpoint
