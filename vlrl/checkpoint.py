@@ -1,6 +1,11 @@
 """Checkpoints: `<run>/checkpoints/step_NNNNNN/` is an HF-format model directory (weights, config, processor)
-that `from_pretrained` loads, plus `trainer_state.pt` (optimizer, scheduler, RNG states, step). Data position
-needs no state of its own: the prompts of step s are a function of (seed, s), see `vlrl.data.sampler`."""
+that `from_pretrained` loads, plus `trainer_state.pt` (optimizer, scheduler, RNG states, step). With LoRA the
+directory holds the adapter instead of the weights (peft format: `adapter_config.json` names the base model;
+`vlrl export` merges it into a plain HF directory). Under FSDP2 the directory holds `sharded/`, a
+torch.distributed.checkpoint of the model and optimizer written by every rank in parallel (no rank ever holds
+the whole model), beside the model config and processor; `vlrl export` assembles it into an HF directory.
+Data position needs no state of its own: the prompts of step s are a function of (seed, s), see
+`vlrl.data.sampler`."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import numpy as np
 import torch
 
 STATE_FILE = "trainer_state.pt"
+SHARDED_DIR = "sharded"  # torch.distributed.checkpoint directory: {"model": ..., "optimizer": ...}
+MODEL_PREFIX = "hf_model."  # where CompletionForward keeps the HF model: its state-dict keys start so
 
 
 def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
@@ -34,23 +41,29 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor, optimizer, scheduler,
-                    keep: int) -> Path:
+                    keep: int, adapter=None, sharded: bool = False) -> Path:
     """Write the checkpoint of `step` (main process writes; all ranks must call) and prune old ones.
 
-    model: what `accelerator.prepare` returned, holding `hf_model` (the HF model) as its `hf_model` attribute;
-    its full state dict is assembled on every rank (a collective under FSDP / ZeRO-3), then written by the main
-    process in HF format."""
+    model: what `accelerator.prepare` returned, holding `hf_model` (the HF model) as its `hf_model` attribute.
+    By default its full state dict is assembled on every rank, then written by the main process in HF format,
+    or, with `adapter` (the peft wrapper of a LoRA policy), as the adapter alone. `sharded`: every rank writes
+    its shards of model and optimizer (FSDP2)."""
     out = checkpoint_dir(run_dir, step)
     accelerator.wait_for_everyone()
-    state = accelerator.get_state_dict(model)
+    state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_state()}
+    if sharded:
+        if accelerator.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        save_sharded(out, model, optimizer)
+        if accelerator.is_main_process:
+            hf_model.config.save_pretrained(out)
+    else:
+        _save_full(out, accelerator, model, hf_model, adapter)
+        state["optimizer"] = optimizer.state_dict()
     if accelerator.is_main_process:
-        prefix = "hf_model."
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        out.mkdir(parents=True, exist_ok=True)
-        hf_model.save_pretrained(out, state_dict=state)
         processor.save_pretrained(out)
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, out / STATE_FILE)
+        torch.save(state, out / STATE_FILE)  # last: a checkpoint without it is incomplete (latest_checkpoint)
         final = Path(run_dir) / "final"
         if final.is_symlink() or final.exists():
             final.unlink()
@@ -62,15 +75,91 @@ def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor,
     return out
 
 
+def _save_full(out: Path, accelerator, model, hf_model, adapter) -> None:
+    state = accelerator.get_state_dict(model)  # a collective under ZeRO-3
+    if not accelerator.is_main_process:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if adapter is not None:
+        from vlrl.models.lora import adapter_state
+
+        adapter.save_pretrained(out, state_dict=adapter_state(state, MODEL_PREFIX))
+    else:
+        state = {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+        hf_model.save_pretrained(out, state_dict=state)
+
+
+def _torch_optimizer(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps it
+
+
+def save_sharded(out: Path, model, optimizer) -> None:
+    """Every rank writes its shards of the model and optimizer state to out/sharded (a collective)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, _torch_optimizer(optimizer))
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(out / SHARDED_DIR))
+
+
+def load_sharded(ckpt: Path, model, optimizer) -> None:
+    """Load out/sharded into the (prepared) model and optimizer, each rank reading its own shards."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    optim = _torch_optimizer(optimizer)
+    model_state, optim_state = get_state_dict(model, optim)
+    state = {"model": model_state, "optimizer": optim_state}
+    dcp.load(state, checkpoint_id=str(Path(ckpt) / SHARDED_DIR))
+    set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / SHARDED_DIR).is_dir()
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     steps = sorted(p for p in (Path(run_dir) / "checkpoints").glob("step_*") if (p / STATE_FILE).exists())
     return steps[-1] if steps else None
 
 
 def load_trainer_state(ckpt: Path, optimizer, scheduler) -> int:
-    """Restore optimizer, scheduler and RNG from `ckpt`; returns the step it was saved at."""
+    """Restore optimizer (unless the checkpoint is sharded: `load_sharded` did), scheduler and RNG from `ckpt`;
+    returns the step it was saved at."""
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return int(state["step"])
+
+
+def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
+    """Turn a training checkpoint into a plain HF model directory (weights, config, processor) that
+    `AutoModelForImageTextToText.from_pretrained` loads: a LoRA checkpoint's adapter is merged into its base
+    model; a sharded (FSDP2) checkpoint is assembled in this one process, which needs the whole model in memory
+    once. A checkpoint that already is one is refused (use it as it is)."""
+    from vlrl.models.lora import export_merged, is_adapter_checkpoint
+
+    ckpt = Path(ckpt)
+    if is_adapter_checkpoint(ckpt):
+        return export_merged(ckpt, out)
+    if is_sharded_checkpoint(ckpt):
+        return export_sharded(ckpt, out)
+    if (ckpt / "config.json").exists() and any(ckpt.glob("*.safetensors")):
+        raise ValueError(f"{ckpt} already is an HF-format model directory: load it as it is")
+    raise FileNotFoundError(f"{ckpt} is not a vlrl checkpoint (no adapter, weights or sharded state)")
+
+
+def export_sharded(ckpt: Path, out: str | Path) -> Path:
+    """Assemble a sharded checkpoint's model into an HF directory (one process, no process group needed)."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    config = AutoConfig.from_pretrained(ckpt)
+    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(config, "dtype", None))
+    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    dcp.load({"model": state}, checkpoint_id=str(ckpt / SHARDED_DIR))  # in place, into the model's tensors
+    model.save_pretrained(out)
+    AutoProcessor.from_pretrained(ckpt).save_pretrained(out)
+    return Path(out)

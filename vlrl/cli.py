@@ -1,4 +1,4 @@
-"""`vlrl` command line: train, rewards, models, data, serve."""
+"""`vlrl` command line: train, export, rewards, models, data, serve."""
 
 from __future__ import annotations
 
@@ -260,6 +260,18 @@ def _add_serve_parser(sub) -> None:
     serve.set_defaults(fn=_serve)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from vlrl.checkpoint import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.checkpoint, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def _data_sources(args: argparse.Namespace) -> int:
     import dataclasses
     import inspect
@@ -293,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="an optional YAML recipe, then dotted overrides (see the option list below)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     train.set_defaults(fn=_train)
+
+    export = sub.add_parser("export", help="turn a checkpoint (LoRA adapter) into a plain HF model directory")
+    export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/tiny/final or runs/tiny/checkpoints/step_000100")
+    export.add_argument("out", metavar="OUT", help="directory to write (from_pretrained loads it)")
+    export.set_defaults(fn=_export)
 
     rewards = sub.add_parser("rewards", help="score completions offline; list the built-in rewards")
     rewards_sub = rewards.add_subparsers(dest="what", required=True)

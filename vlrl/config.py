@@ -34,6 +34,27 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
     attn_implementation: str = option("sdpa", "Attention kernel passed to transformers: sdpa, eager, flash_attention_2.")
     freeze_vision: bool = option(False, "Freeze the vision tower (the merger/connector stays trainable).")
+    freeze_merger: bool = option(
+        False, "Freeze the merger (the connector from vision features to the language model); with LoRA it "
+        "otherwise trains as a full copy beside the adapters.",
+    )
+    lora_rank: int = option(
+        0, "LoRA rank (peft); 0 trains the weights themselves. With LoRA every base weight is frozen: only the "
+        "adapters (and the merger, unless model.freeze_merger) train, and the KL reference is the same model with "
+        "its adapters switched off (no second copy).",
+    )
+    lora_alpha: float = option(32.0, "LoRA scale numerator: the adapter's update is scaled by lora_alpha / lora_rank.")
+    lora_dropout: float = option(
+        0.0, "Dropout on the LoRA input; keep 0 for RL: dropout makes the update's log-probs differ from the "
+        "rollout's, so on-policy importance ratios are no longer 1.",
+    )
+    lora_target_modules: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        "Projections of the language model's layers that get adapters (attention and MLP by default).",
+    )
+    lora_vision: bool = option(
+        False, "Also put adapters on the vision tower's blocks (attention qkv/proj and MLP projections).",
+    )
     gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass to save memory.")
     min_pixels: int = option(56 * 56, "Smallest image area (pixels) after resizing, qwen-vl-utils semantics.")
     max_pixels: int = option(112 * 112, "Largest image area (pixels) after resizing, qwen-vl-utils semantics.")
@@ -145,6 +166,10 @@ class AlgorithmConfig:
         True, "The update's forwards run each prompt once per micro-batch and its completions on the prompt's keys "
         "and values (vlrl.update_shared), not every row as prompt + completion: the same log-probs and gradients "
         "(to float rounding) for less compute; false runs every row whole.",
+    )
+    micro_batch_tokens: int = option(
+        0, "Also cap each micro-batch at this many tokens (sequences x (longest prompt among them + "
+        "max completion length), padding included); whole sequences only, in rollout order. 0: no token cap.",
     )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")

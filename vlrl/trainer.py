@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,7 +25,13 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
-from vlrl.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from vlrl.checkpoint import (
+    is_sharded_checkpoint,
+    latest_checkpoint,
+    load_sharded,
+    load_trainer_state,
+    save_checkpoint,
+)
 from vlrl.config import Config
 from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
@@ -36,7 +43,15 @@ from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
 from vlrl.rollout.sampling import prompt_seed
-from vlrl.update import CompletionForward, batch_logprobs, loss_totals, micro_batches, update_policy
+from vlrl.update import (
+    CompletionForward,
+    batch_logprobs,
+    filler_chunk,
+    loss_totals,
+    micro_batches,
+    update_policy,
+    with_full_parameters,
+)
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
 
@@ -63,18 +78,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
         self.train_rows, self.eval_rows = self._load_data()
-        base_path = self._model_path()
-        self.policy = load_policy(cfg.model, ckpt or base_path, acc.device)
-        self.forward = CompletionForward(self.policy.model)
-        params = [p for p in self.forward.parameters() if p.requires_grad]
-        o = cfg.optim
-        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
-        self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
-        # The KL reference is the starting model, also when resuming.
-        self.reference = self._reference_model(base_path) if cfg.algorithm.kl_coef else None
-        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
-        self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler) if ckpt else 0
+        self.start_step = self._setup_model(self._model_path(), ckpt)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
@@ -120,6 +124,56 @@ class Trainer:
         if evals is not None and len(evals) > d.max_eval_rows:
             evals = evals.select(range(d.max_eval_rows))
         return train, evals
+
+    def _setup_model(self, base_path, ckpt) -> int:
+        """Policy, optimiser and scheduler, prepared by accelerate; the KL reference; with `ckpt`, the state it
+        holds. Returns the step to start from."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_fsdp2 and cfg.model.lora_rank:
+            raise ValueError("model.lora_rank with FSDP is not supported yet: use DDP (configs/accelerate/ddp.yaml); "
+                             "with LoRA only the small adapter state is replicated")
+        self.policy = self._load_policy(base_path, ckpt)
+        self.forward = CompletionForward(self.policy.model)
+        params = [p for p in self.forward.parameters() if p.requires_grad]
+        o = cfg.optim
+        optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
+        if acc.is_fsdp2:
+            acc.unwrap_model(self.forward).reshard_after_forward = bool(acc.state.fsdp_plugin.reshard_after_forward)
+        # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
+        self.reference = None
+        if cfg.algorithm.kl_coef and self.policy.adapter is None:
+            self.reference = self._reference_model(base_path)
+        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
+        if ckpt is None:
+            return 0
+        if is_sharded_checkpoint(ckpt):
+            load_sharded(ckpt, self.forward, self.optimizer)
+        return load_trainer_state(ckpt, self.optimizer, self.scheduler)
+
+    def _load_policy(self, base_path, ckpt):
+        """The policy to train: the base model, or the checkpoint's weights when resuming (a LoRA checkpoint
+        holds only the adapter: the base model is loaded and the adapter put on it)."""
+        from vlrl.models.lora import is_adapter_checkpoint
+
+        device = self.accelerator.device
+        if ckpt is not None and is_adapter_checkpoint(ckpt):
+            if not self.cfg.model.lora_rank:
+                raise ValueError(f"{ckpt} holds a LoRA adapter but model.lora_rank=0")
+            return load_policy(self.cfg.model, base_path, device, adapter_path=ckpt)
+        if ckpt is not None and is_sharded_checkpoint(ckpt):  # weights come after `prepare`, shard by shard
+            return load_policy(self.cfg.model, base_path, device)
+        return load_policy(self.cfg.model, ckpt or base_path, device)
+
+    @contextmanager
+    def _reference(self):
+        """(policy, forward) that give the KL reference's log-probs."""
+        if self.reference is not None:
+            yield self.reference, self.ref_forward
+            return
+        with self.policy.without_adapter():
+            yield self.policy, self.forward
 
     def _reference_model(self, path):
         ref = load_policy(self.cfg.model, path, self.accelerator.device)
@@ -173,7 +227,8 @@ class Trainer:
             self.policy.prompt_positions(batch)
             seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
         with timer("rollout"):
-            rollouts = generate(self.policy, batch, cfg.rollout, seeds=seeds)
+            rollouts = with_full_parameters(self.policy, self.forward,
+                                            lambda: generate(self.policy, batch, cfg.rollout, seeds=seeds))
         with timer("reward"):
             scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
         with timer("advantage"):
@@ -186,9 +241,8 @@ class Trainer:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)
             rows_kept = keep.nonzero().squeeze(-1)
             kept = acc.gather(torch.tensor([len(rows_kept)], device=acc.device)).tolist()  # rows kept per rank
-        temperature, size = cfg.rollout.temperature, cfg.algorithm.micro_batch_size
-        chunks = micro_batches(batch, rollouts, rows_kept, size, count=-(-max(kept) // size),
-                               shared_prompt=cfg.algorithm.shared_prompt)
+        temperature = cfg.rollout.temperature
+        chunks = self._micro_batches(batch, rollouts, rows_kept)
         old = ref = None
         if cfg.algorithm.updates_per_batch > 1 and sum(kept):
             if cfg.algorithm.old_logprobs == "rollout":
@@ -196,9 +250,9 @@ class Trainer:
             else:
                 with timer("old_logprobs"):
                     old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
-        if self.reference is not None and sum(kept):
-            with timer("ref_logprobs"):
-                ref = batch_logprobs(self.reference, self.ref_forward, chunks, temperature, cfg.algorithm)
+        if cfg.algorithm.kl_coef and sum(kept):
+            with timer("ref_logprobs"), self._reference() as (policy, forward):
+                ref = batch_logprobs(policy, forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if sum(kept):
             with timer("update"):
@@ -224,6 +278,14 @@ class Trainer:
         if peak:
             out["perf/mfu"] = tflops / peak
         return out
+
+    def _micro_batches(self, batch, rollouts, rows_kept):
+        """This rank's micro-batches, padded with fillers to the largest count of any rank (see `micro_batches`)."""
+        a = self.cfg.algorithm
+        chunks = micro_batches(batch, rollouts, rows_kept, a.micro_batch_size, max_tokens=a.micro_batch_tokens,
+                               shared_prompt=a.shared_prompt)
+        count = int(self.accelerator.gather(torch.tensor([len(chunks)], device=self.accelerator.device)).max())
+        return chunks + [filler_chunk(batch, rollouts, rows_kept)] * (count - len(chunks))
 
     def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""
@@ -265,8 +327,8 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Greedy decoding on the held-out split; accuracy (and every reward component) per data_source.
-        Each rank decodes a contiguous share of the rows (with the unwrapped model: no collectives), then the
-        results are gathered, so every rank must call it."""
+        Each rank decodes a contiguous share of the rows (no collectives, except FSDP2's one gathering of the
+        weights), then the results are gathered, so every rank must call it."""
         if self.eval_rows is None or len(self.eval_rows) == 0:
             return {}
         if self._eval_batches is None:
@@ -276,8 +338,11 @@ class Trainer:
             rows = [validate_row(self.eval_rows[i], i) for i in mine]
             self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
         totals, accs, sources = [], [], []
-        for batch in self._eval_batches:
-            rollouts = generate(self.policy, batch.to(self.accelerator.device), self.cfg.rollout, greedy=True)
+        batches = [batch.to(self.accelerator.device) for batch in self._eval_batches]
+        # One call per rank, however many batches it holds: under FSDP2 gathering the weights is a collective.
+        decoded = with_full_parameters(self.policy, self.forward, lambda: [
+            generate(self.policy, batch, self.cfg.rollout, greedy=True) for batch in batches])
+        for batch, rollouts in zip(batches, decoded, strict=True):
             scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
             totals += scores.total.tolist()
             acc = scores.components.get("accuracy")
@@ -297,7 +362,8 @@ class Trainer:
 
     def save(self, step: int) -> Path:
         return save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
-                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints)
+                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
+                               adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
 
 
 def prompts_per_rank(prompts_per_step: int, num_processes: int) -> int:

@@ -38,16 +38,36 @@ class SequenceBatch:
 
 class CompletionForward(torch.nn.Module):
     """The training forward as a module, so data-parallel wrappers (accelerate) see a regular `forward`:
-    (prompt + completion tokens, image patches) -> hidden states at the positions that predict the completion."""
+    (prompt + completion tokens, image patches) -> log-probs of the completion tokens.
+
+    Every use of a parameter happens inside this forward, the LM head included: under full sharding (FSDP2) a
+    parameter is whole only between the pre- and post-forward hooks of the module that owns it, and this
+    module owns what no layer does (embeddings, final norm, LM head, patch embedding, merger). Whatever else
+    needs the whole model (rollout, evaluation) runs as `forward(policy, run=fn)`: see `_with_full_parameters`.
+    """
 
     def __init__(self, hf_model: torch.nn.Module):
         super().__init__()
         self.hf_model = hf_model
+        # What FSDP's inner units do after their forward during training (accelerate's
+        # fsdp_reshard_after_forward); restored after a `run`. The trainer sets it after preparing.
+        self.reshard_after_forward = True
 
-    def forward(self, policy: Policy, seqs: SequenceBatch | SharedPromptBatch) -> torch.Tensor:
-        """Returns hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
+    def forward(self, policy: Policy, seqs: SequenceBatch | SharedPromptBatch | None = None, temperature: float = 1.0,
+                chunk_size: int = 1024, with_entropy: bool = False, run=None):
+        """Log-probs [n, T] (and entropy [n, T], else None) of seqs.targets; or, with `run`, run()'s result."""
+        if run is not None:
+            return self._with_full_parameters(run)
         if isinstance(seqs, SharedPromptBatch):  # each prompt once (algorithm.shared_prompt)
-            return shared_prompt_hidden(policy, seqs)
+            hidden = shared_prompt_hidden(policy, seqs)
+        else:
+            hidden = self._hidden(policy, seqs)
+        head = policy.lm_head
+        return token_logprobs(hidden, head.weight, seqs.targets, temperature=temperature, chunk_size=chunk_size,
+                              with_entropy=with_entropy, lm_head_bias=head.bias)
+
+    def _hidden(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
+        """Hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
         image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
         unused = None
         if image_embeds is not None:
@@ -67,6 +87,25 @@ class CompletionForward(torch.nn.Module):
         hidden = hidden[:, L - 1 : L - 1 + T]
         return hidden if unused is None else hidden + unused.to(hidden.dtype)
 
+    def _with_full_parameters(self, run):
+        """run() with every parameter whole. Called inside this module's forward, so FSDP2 has gathered this
+        module's own parameters; the inner units (layers, vision blocks) are gathered here once and kept whole
+        until run() returns. Left to their hooks, they would gather on every call and reshard after it — one
+        collective per layer per decoded token, and ranks that stop decoding at different steps would then wait
+        on each other forever. Without FSDP this is just run()."""
+        from torch.distributed.fsdp import FSDPModule
+
+        inner = [m for m in self.modules() if isinstance(m, FSDPModule) and m is not self]
+        for m in inner:
+            m.unshard()
+            m.set_reshard_after_forward(False, recurse=False)
+        try:
+            return run()
+        finally:
+            for m in inner:
+                m.set_reshard_after_forward(self.reshard_after_forward, recurse=False)
+                m.reshard()
+
 
 def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SequenceBatch:
     """Sequences `rows` (indices into the N = P*G rollout rows) as model inputs (needs batch.positions)."""
@@ -80,6 +119,10 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     steps = torch.arange(1, targets.shape[1] + 1, device=ids.device)
     completion_pos = prompt_pos.amax(dim=(0, 2)).unsqueeze(-1) + steps  # [n, T]
     pos = torch.cat([prompt_pos, completion_pos.unsqueeze(0).expand(3, -1, -1)], 2)
+    # Cut the left padding every one of these prompts has (masked out anyway): the forward's cost follows the
+    # longest prompt here, not the longest of the step.
+    first = int(attn[:, : batch.input_ids.shape[1]].any(0).long().argmax())
+    ids, attn, pos = ids[:, first:], attn[:, first:], pos[:, :, first:]
     if batch.pixel_values is None:
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
 
@@ -106,11 +149,16 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
 
 def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: SequenceBatch, temperature: float,
                         chunk_size: int, with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs [n, T] (and entropy [n, T]) of the completions under the current policy."""
-    hidden = forward(policy, seqs)
-    head = policy.lm_head
-    return token_logprobs(hidden, head.weight, seqs.targets, temperature=temperature, chunk_size=chunk_size,
-                          with_entropy=with_entropy, lm_head_bias=head.bias)
+    """Log-probs [n, T] (and entropy [n, T]) of the completions under the current policy; `forward` is the
+    (prepared) `CompletionForward`."""
+    return forward(policy, seqs, temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+
+
+@torch.no_grad()
+def with_full_parameters(policy: Policy, forward: torch.nn.Module, run):
+    """run() (a rollout, an evaluation) with every parameter of the policy whole, also under FSDP2: through
+    the prepared module's forward. Every rank must call it, once per rollout (not per decoded token)."""
+    return forward(policy, run=run)
 
 
 @dataclass
@@ -136,24 +184,48 @@ def loss_totals(accelerator, mask: torch.Tensor, max_len: int) -> LossTotals:
     return LossTotals(num_tokens=max(tokens, 1.0) / world, num_seqs=seqs / world, max_len=max_len)
 
 
+def split_rows(batch: PromptBatch, rows: torch.Tensor, completion_len: int, size: int, max_tokens: int = 0
+               ) -> list[torch.Tensor]:
+    """Consecutive runs of positions into `rows` [n], one per micro-batch: at most `size` sequences each and,
+    with `max_tokens` > 0, at most that many tokens counted as the micro-batch's tensor holds them — sequences x
+    (its longest prompt + completion_len), since `gather_sequences` cuts the left padding the micro-batch's
+    prompts share. A sequence over the budget alone makes a micro-batch. Runs keep the rollout order, so a
+    group's samples, which share their images, stay together."""
+    prompt_len = batch.attention_mask.sum(-1)[rows // batch.group_size].tolist()  # [n] real prompt tokens
+    out, start, longest = [], 0, 0
+    for i, length in enumerate(prompt_len):
+        n, longer = i - start + 1, max(longest, int(length))
+        if i > start and (n > size or (max_tokens > 0 and n * (longer + completion_len) > max_tokens)):
+            out.append(torch.arange(start, i, device=rows.device))
+            start, longer = i, int(length)
+        longest = longer
+    if len(prompt_len) > start:
+        out.append(torch.arange(start, len(prompt_len), device=rows.device))
+    return out
+
+
 def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, size: int, count: int | None = None,
-                  shared_prompt: bool = False) -> list[tuple[torch.Tensor, SequenceBatch | SharedPromptBatch]]:
-    """Split `rows` into chunks of `size`: (positions within `rows`, that chunk's model inputs). Built once per
-    step and shared by the old/reference log-prob passes and every update epoch. `shared_prompt`: each chunk
-    runs its distinct prompts once (`vlrl.update_shared`), else every row as prompt + completion.
+                  max_tokens: int = 0, shared_prompt: bool = False
+                  ) -> list[tuple[torch.Tensor, SequenceBatch | SharedPromptBatch]]:
+    """Split `rows` into micro-batches (`split_rows`): (positions within `rows`, that chunk's model inputs).
+    Built once per step and shared by the old/reference log-prob passes and every update epoch.
+    `shared_prompt`: each chunk runs its distinct prompts once (`vlrl.update_shared`), else every row as
+    prompt + completion.
 
     `count` pads the list with filler chunks (no positions; rollout row 0 as input, weighted 0 in the loss):
     data-parallel ranks must run the same number of forwards and backwards, each being a collective, even when
-    dynamic sampling kept more rows on one rank than on another."""
+    dynamic sampling kept more rows on one rank than on another, or their token budgets split differently."""
+    plan = split_rows(batch, rows, rollouts.completion_ids.shape[1], size, max_tokens)
     gather = gather_shared_prompt if shared_prompt else gather_sequences
-    out = []
-    for start in range(0, len(rows), size):
-        mb = torch.arange(start, min(start + size, len(rows)), device=rows.device)
-        out.append((mb, gather(batch, rollouts, rows[mb])))
+    out = [(mb, gather(batch, rollouts, rows[mb])) for mb in plan]
     if count is not None and count > len(out):
-        filler = (rows.new_zeros(0), gather(batch, rollouts, rows.new_zeros(1)))
-        out += [filler] * (count - len(out))
+        out += [filler_chunk(batch, rollouts, rows)] * (count - len(out))
     return out
+
+
+def filler_chunk(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> tuple[torch.Tensor, SequenceBatch]:
+    """A micro-batch with no positions (rollout row 0 as input, weighted 0 in the loss), to even out counts."""
+    return rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1))
 
 
 @torch.no_grad()

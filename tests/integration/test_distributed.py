@@ -10,11 +10,7 @@ time limit, so a hang fails the test instead of blocking CI.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,22 +20,16 @@ import torch
 from vlrl.config import Config
 from vlrl.config_loader import load_config
 from vlrl.data import StepSampler
-from vlrl.metrics import read_metrics
 from vlrl.trainer import COMPLETIONS_FILE, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("distributed_worker.py")
-LAUNCH_TIMEOUT_S = 180  # the run takes ~25 s on two busy cores; a hang is cut here
 STEPS, PROMPTS = 3, 4
 
 sys.path.insert(0, str(WORKER.parent))
 from distributed_worker import record_steps  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from launching import comparable as _comparable  # noqa: E402
+from launching import free_port, run_launch  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +62,10 @@ def _overrides(model_dir, data_dir, out_dir) -> list[str]:
     ]
 
 
-def _launch_two(out_dir: Path, overrides: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(WORKER), str(out_dir), *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=LAUNCH_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
-        out, _ = proc.communicate()
-        pytest.fail(f"two-process run hung (> {LAUNCH_TIMEOUT_S} s); output tail:\n{out[-4000:]}")
-    assert proc.returncode == 0, f"two-process run failed:\n{out[-6000:]}"
-    return proc
-
-
-def _comparable(run_dir: Path) -> list[dict]:
-    return [{k: v for k, v in line.items() if not k.startswith("perf/")} for line in read_metrics(run_dir)]
+def _launch_two(out_dir: Path, overrides: list[str]) -> None:
+    run_launch(["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                "--dynamo_backend", "no", "--main_process_port", str(free_port()), str(WORKER), str(out_dir),
+                *overrides])
 
 
 def test_two_processes_match_one(tiny_model_dir, mixed_dir, tmp_path):

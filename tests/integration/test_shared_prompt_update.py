@@ -13,7 +13,7 @@ import torch
 
 import vlrl.update
 from data_pipelines.synthetic.shapes import shape_rows
-from vlrl.algorithms import policy_loss, token_logprobs
+from vlrl.algorithms import policy_loss
 from vlrl.config import AlgorithmConfig, ModelConfig
 from vlrl.data import PromptEncoder, validate_row
 from vlrl.models.policy import load_policy
@@ -86,9 +86,7 @@ def _grpo_grads(policy, chunks, advantages, num_tokens: float) -> dict[str, torc
     forward = CompletionForward(policy.model)
     policy.model.zero_grad(set_to_none=True)
     for mb, seqs in chunks:
-        hidden = forward(policy, seqs)
-        head = policy.lm_head
-        logp, entropy = token_logprobs(hidden, head.weight, seqs.targets, chunk_size=8, with_entropy=True)
+        logp, entropy = forward(policy, seqs, chunk_size=8, with_entropy=True)
         old = logp.detach() - 0.1 * torch.linspace(-1, 1, logp.numel()).view_as(logp)  # ratios != 1: clipping
         loss, _ = policy_loss(logp, old, advantages[mb], seqs.mask, clip_low=0.2, clip_high=0.28,
                               aggregation="token_mean", ratio_level="token", entropy=entropy, entropy_coef=0.05,

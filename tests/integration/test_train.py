@@ -88,13 +88,38 @@ def test_old_logprobs_from_the_rollout_equal_a_recomputation_in_fp32(tiny_config
         torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
 
 
+def test_token_budget_does_not_change_the_update(tiny_config):
+    """Micro-batches cut by a token budget (uneven sizes, groups split across them) give the parameters of one
+    micro-batch holding the whole step."""
+    results, sizes = [], []
+    for extra in ((), ("algorithm.micro_batch_tokens=75",)):
+        trainer = Trainer(tiny_config("algorithm.micro_batch_size=16", "trainer.total_steps=1",
+                                      "algorithm.updates_per_batch=2", "optim.eps=1.0", "optim.lr=0.2",
+                                      f"trainer.output_dir={trainer_dir(len(extra))}", *extra))
+        split = trainer._micro_batches
+
+        def recording(*args, split=split):
+            chunks = split(*args)
+            sizes.append([len(mb) for mb, _ in chunks])
+            return chunks
+
+        trainer._micro_batches = recording
+        trainer.fit()
+        results.append(_params(trainer.policy.core))
+    assert sizes[0] == [16] and len(sizes[1]) > 2 and sum(sizes[1]) == 16
+    assert any(s % 4 for s in sizes[1])  # some group of 4 samples is split across micro-batches
+    for name in results[0]:
+        torch.testing.assert_close(results[0][name], results[1][name], rtol=1e-4, atol=1e-6)
+
+
 def trainer_dir(tag) -> str:
     import tempfile
 
     return tempfile.mkdtemp(prefix=f"vlrl-mb{tag}-")
 
 
-@pytest.mark.parametrize("extra", [(), ("algorithm.updates_per_batch=2", "algorithm.kl_coef=0.05")])
+@pytest.mark.parametrize("extra", [(), ("algorithm.updates_per_batch=2", "algorithm.kl_coef=0.05"),
+                                   ("model.lora_rank=4", "algorithm.kl_coef=0.05")])
 def test_resume_matches_uninterrupted_run(tiny_config, tmp_path, extra):
     common = ("trainer.total_steps=4", "trainer.save_every=2", "trainer.eval_every=2", *extra)
     full = tiny_config(*common, f"trainer.output_dir={tmp_path / 'full'}")

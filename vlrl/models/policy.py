@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,14 @@ class Policy:
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
     banned_token_ids: tuple[int, ...]  # vision placeholders: never sampled
+    adapter: object | None = None  # the peft PeftModel holding `model` when LoRA is on (`vlrl.models.lora`)
+
+    @contextmanager
+    def without_adapter(self) -> Iterator[None]:
+        """Run the base model: LoRA adapters (and peft's trained copy of the merger) switched off. This is the
+        starting model, so it serves as the KL reference without a second copy in memory."""
+        with self.adapter.disable_adapter() if self.adapter is not None else nullcontext():
+            yield
 
     @property
     def tokenizer(self):
@@ -139,8 +149,27 @@ def _cache_kwarg(model_class: type) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
-def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str = "cpu") -> Policy:
-    """Load model + processor from an HF-format directory (or hub id, only when the user names one)."""
+# LoRA targets by module path (peft matches a regex against the whole name): the language model's layers
+# only, unless the vision tower's blocks are asked for too. Their projections are named alike, so names alone
+# would adapt both.
+LANGUAGE_LAYERS = r"model\.language_model\.layers\.\d+\.\w+\."
+VISION_BLOCKS = r"model\.visual\.blocks\.\d+\.\w+\."
+VISION_PROJECTIONS = ("qkv", "proj", "gate_proj", "up_proj", "down_proj")
+MERGER = "merger"  # model.visual.merger
+
+
+def lora_target_pattern(cfg: ModelConfig) -> str:
+    """The regex of module names that get LoRA adapters."""
+    pattern = LANGUAGE_LAYERS + "(" + "|".join(cfg.lora_target_modules) + ")"
+    if cfg.lora_vision:
+        pattern = f"({pattern})|({VISION_BLOCKS}({'|'.join(VISION_PROJECTIONS)}))"
+    return pattern
+
+
+def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str = "cpu",
+                adapter_path: str | Path | None = None) -> Policy:
+    """Load model + processor from an HF-format directory (or hub id, only when the user names one); with
+    `cfg.lora_rank`, wrap it in LoRA adapters, loaded from `adapter_path` when given (a LoRA checkpoint)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     dtype = getattr(torch, cfg.dtype)
@@ -153,16 +182,23 @@ def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str =
         # The merger (connector) stays trainable: it maps frozen features into the language model's space.
         for name, param in model.model.visual.named_parameters():
             param.requires_grad_(name.startswith("merger."))
+    if cfg.freeze_merger:
+        model.model.visual.merger.requires_grad_(False)
     if cfg.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.lora_rank > 0:
+        from vlrl.models.lora import add_lora
+
+        adapter = add_lora(model, cfg, base_path=path, weights=adapter_path)
+        return make_policy(model, processor, adapter)
     return make_policy(model, processor)
 
 
-def make_policy(model, processor) -> Policy:
+def make_policy(model, processor, adapter=None) -> Policy:
     tok = processor.tokenizer
     text_cfg = model.config.text_config
     eos = text_cfg.eos_token_id
@@ -177,4 +213,4 @@ def make_policy(model, processor) -> Policy:
     banned |= {model.config.image_token_id, model.config.video_token_id}
     return Policy(model=model, processor=processor, eos_token_ids=tuple(sorted(eos_ids)),
                   pad_token_id=int(pad if pad is not None else sorted(eos_ids)[0]),
-                  banned_token_ids=tuple(sorted(banned)))
+                  banned_token_ids=tuple(sorted(banned)), adapter=adapter)
