@@ -75,7 +75,8 @@ class DataConfig:
     )
     source_weights: dict = option(
         {"shapes_colour": 3}, "Sampling weight per data_source ({source: weight}; unnamed sources weigh 1); empty reads the "
-        "data in shuffled epochs.",
+        "data in shuffled epochs. Weights naming no source of the data (the default is the tiny demo's) are ignored "
+        "with a warning; naming some present and some absent sources is an error.",
     )
     system_prompt: str = option("", "Optional system message prepended to every prompt.")
     prompt_suffix: str = option("", "Text appended to every problem (e.g. an instruction about answer tags).")

@@ -60,6 +60,9 @@ def test_source_weights_errors_name_the_problem():
     import pytest
 
     with pytest.raises(ValueError, match="absent from the data"):
-        StepSampler(3, 1, 0, ["a", "a", "b"], {"c": 2})
+        StepSampler(3, 1, 0, ["a", "a", "b"], {"a": 1, "c": 2})  # "c" beside a real source: a typo
+    # Weights naming none of the data's sources (the demo's defaults on another dataset) are dropped, loudly.
+    plain = StepSampler(3, 1, 0, ["a", "a", "b"], {"shapes_colour": 3})
+    assert plain.probs is None
     with pytest.raises(ValueError, match="non-negative"):
         StepSampler(3, 1, 0, ["a", "a", "b"], {"a": -1})

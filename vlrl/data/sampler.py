@@ -3,9 +3,12 @@ an uninterrupted one would, and each data-parallel rank can take its own slice o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 class StepSampler:
@@ -29,10 +32,16 @@ class StepSampler:
             if sources is None or len(sources) != num_rows:
                 raise ValueError("source_weights needs the data_source of every row")
             unknown = sorted(set(source_weights) - set(sources))
-            if unknown:
+            if unknown and len(unknown) == len(source_weights):
+                # Weights about another dataset altogether — the defaults' weights are the tiny demo's — so a
+                # dataset built elsewhere trains unchanged: each source weighs 1, and the log says why.
+                log.warning("data.source_weights names only sources absent from the data (%s; present: %s): "
+                            "every source weighs 1", unknown, sorted(set(sources)))
+                source_weights = {}
+            elif unknown:  # some named sources exist: the others are typos
                 raise ValueError(f"data.source_weights names sources absent from the data: {unknown}; "
-                                 f"present: {sorted(set(sources))} (the default weights are the tiny demo's; "
-                                 "clear them with data.source_weights={})")
+                                 f"present: {sorted(set(sources))}")
+        if source_weights:
             if any(w < 0 for w in source_weights.values()):
                 raise ValueError(f"data.source_weights must be non-negative, got {dict(source_weights)}")
             names, counts = np.unique(np.asarray(sources), return_counts=True)
