@@ -33,6 +33,13 @@ def existing_path(path: str | Path, what: str, kind: str = "any") -> Path:
     return p
 
 
+def annotations_and_root(annotations: str, image_root: str | None, name: str) -> tuple[Path, Path]:
+    """The annotation file and the folder its image paths are relative to (default: the file's folder)."""
+    path = existing_path(annotations, f"source {name!r}: annotations", "file")
+    root = existing_path(image_root, f"source {name!r}: image_root", "dir") if image_root else path.parent
+    return path, Path(root)
+
+
 def read_records(path: str | Path, what: str = "annotation file") -> list[dict]:
     """The records of a ``.json`` (a list of objects), ``.jsonl`` or ``.csv`` file, in file order.
 

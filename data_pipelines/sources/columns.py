@@ -84,6 +84,12 @@ class RowDefaults:
     image_sep: str = ";"
     allow_no_image: bool = False  # text-only rows are valid schema v1, but usually a broken record
 
+    @classmethod
+    def of(cls, options, name: str) -> RowDefaults:
+        """The defaults a column-mapped source's options (folder, hf) give."""
+        return cls(name=name, task=options.task, data_source=options.data_source or name,
+                   image_sep=options.image_sep, allow_no_image=options.allow_no_image)
+
 
 ImageLoader = Callable[[Any, str], Any]  # (cell value, where) -> RGB PIL image, or raises ImageProblem
 

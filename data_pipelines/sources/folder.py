@@ -60,13 +60,7 @@ def load_folder(options: FolderOptions, name: str = "folder") -> SourceResult:
         raise SourceError(f"{path}: the annotation file holds no records")
     check_columns_present(columns, {key for record in records for key in record}, str(path))
     _require_task(columns.task, options.task, where)
-    defaults = RowDefaults(
-        name=name,
-        task=options.task,
-        data_source=options.data_source or name,
-        image_sep=options.image_sep,
-        allow_no_image=options.allow_no_image,
-    )
+    defaults = RowDefaults.of(options, name)
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(records):
         add_record(result, ids, record, index, columns, defaults, lambda v, w: load_image(v, Path(root), w))

@@ -67,13 +67,7 @@ def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
     root = (
         Path(existing_path(options.image_root, f"{where}: image_root", "dir")) if options.image_root else None
     )
-    defaults = RowDefaults(
-        name=name,
-        task=options.task,
-        data_source=options.data_source or name,
-        image_sep=options.image_sep,
-        allow_no_image=options.allow_no_image,
-    )
+    defaults = RowDefaults.of(options, name)
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(records):
         if options.limit is not None and index >= options.limit:

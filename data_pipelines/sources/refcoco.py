@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import SourceError, existing_path, read_records
+from data_pipelines.sources.annotations import SourceError, annotations_and_root, read_records
 from data_pipelines.sources.answer_boxes import (
     BOX_FORMATS,
     DEFAULT_TOLERANCE,
@@ -57,12 +57,7 @@ def load_refcoco(options: RefCocoOptions, name: str = "refcoco") -> SourceResult
         raise SourceError(
             f"source {name!r}: box_format must be one of {BOX_FORMATS}, got {options.box_format!r}"
         )
-    path = existing_path(options.annotations, f"source {name!r}: annotations", "file")
-    root = (
-        existing_path(options.image_root, f"source {name!r}: image_root", "dir")
-        if options.image_root
-        else path.parent
-    )
+    path, root = annotations_and_root(options.annotations, options.image_root, name)
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(read_records(path)):
         local = _first(record, ID_KEYS)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import existing_path, read_records
+from data_pipelines.sources.annotations import annotations_and_root, read_records
 from data_pipelines.sources.columns import split_images
 from data_pipelines.sources.images import ImageProblem, load_image
 from data_pipelines.sources.rows import RowIds, new_row
@@ -44,12 +44,7 @@ class VlaaOptions:
 
 def load_vlaa(options: VlaaOptions, name: str = "vlaa") -> SourceResult:
     """Rows from a VLAA-Thinking file; records without image, question or ground truth are drops."""
-    path = existing_path(options.annotations, f"source {name!r}: annotations", "file")
-    root = (
-        existing_path(options.image_root, f"source {name!r}: image_root", "dir")
-        if options.image_root
-        else path.parent
-    )
+    path, root = annotations_and_root(options.annotations, options.image_root, name)
     result, ids = SourceResult(name), RowIds()
     for index, record in enumerate(read_records(path)):
         row = _row(record, index, Path(root), options, result, name)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import PIL.Image
+
 
 @dataclass(frozen=True)
 class ChatRequest:
@@ -54,3 +56,22 @@ class Teacher(Protocol):
         thread (the pipeline caches each reply then, so a crash loses no answered request).
         """
         ...
+
+
+def answer_in_turn(ask: Callable[[ChatRequest], ChatReply], requests: Sequence[ChatRequest],
+                   on_reply: Callable[[int, ChatReply], None] | None = None) -> list[ChatReply]:
+    """``Teacher.chat`` for teachers that answer one request at a time (local model, programmatic)."""
+    replies = []
+    for i, request in enumerate(requests):
+        replies.append(ask(request))
+        if on_reply is not None:
+            on_reply(i, replies[-1])
+    return replies
+
+
+def image_of(part: dict) -> PIL.Image.Image:
+    """The PIL image of an ``{"type": "image", "image": ...}`` message part; a clear error for anything else."""
+    image = part.get("image")
+    if not isinstance(image, PIL.Image.Image):
+        raise ValueError(f"an image part holds {type(image).__name__}, not a PIL image")
+    return image

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import PIL.Image
 
-from data_pipelines.teachers.base import ChatReply, ChatRequest
+from data_pipelines.teachers.base import ChatReply, ChatRequest, answer_in_turn, image_of
 
 
 class LocalTeacher:
@@ -27,12 +27,7 @@ class LocalTeacher:
         self.identity = f"local:{path.resolve() if path.exists() else model_path}"
 
     def chat(self, requests: Sequence[ChatRequest], on_reply=None) -> list[ChatReply]:
-        replies = []
-        for i, request in enumerate(requests):
-            replies.append(self._ask(request))
-            if on_reply is not None:
-                on_reply(i, replies[-1])
-        return replies
+        return answer_in_turn(self._ask, requests, on_reply)
 
     def _ask(self, request: ChatRequest, seed: int = 0) -> ChatReply:
         from vlrl.chat import SamplingParams
@@ -60,10 +55,7 @@ def engine_messages(messages: list[dict]) -> tuple[list[dict], list[PIL.Image.Im
         parts = []
         for part in content:
             if part.get("type") == "image":
-                image = part.get("image")
-                if not isinstance(image, PIL.Image.Image):
-                    raise ValueError(f"an image part holds {type(image).__name__}, not a PIL image")
-                images.append(image.convert("RGB"))
+                images.append(image_of(part).convert("RGB"))
                 parts.append({"type": "image"})
             elif part.get("type") == "text":
                 parts.append({"type": "text", "text": part["text"]})

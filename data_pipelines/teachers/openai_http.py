@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import PIL.Image
 
-from data_pipelines.teachers.base import ChatReply, ChatRequest
+from data_pipelines.teachers.base import ChatReply, ChatRequest, image_of
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
@@ -143,10 +143,7 @@ def _wire_message(message: dict) -> dict:
     parts = []
     for part in content:
         if part.get("type") == "image":
-            image = part.get("image")
-            if not isinstance(image, PIL.Image.Image):
-                raise ValueError(f"an image part holds {type(image).__name__}, not a PIL image")
-            parts.append({"type": "image_url", "image_url": {"url": png_data_url(image)}})
+            parts.append({"type": "image_url", "image_url": {"url": png_data_url(image_of(part))}})
         else:
             parts.append(part)
     return {"role": message["role"], "content": parts}

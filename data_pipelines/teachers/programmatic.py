@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from data_pipelines.teachers.base import ChatReply, ChatRequest
+from data_pipelines.teachers.base import ChatReply, ChatRequest, answer_in_turn
 
 COLOUR_NAMES = {(255, 255, 255): "white", (0, 0, 0): "black", (128, 128, 128): "grey"}
 ROWS = ("top", "middle", "bottom")
@@ -253,12 +253,7 @@ class ProgrammaticTeacher:
     identity = "programmatic:v1"  # bump when the wording changes, so cached replies are asked again
 
     def chat(self, requests: Sequence[ChatRequest], on_reply=None) -> list[ChatReply]:
-        replies = []
-        for i, request in enumerate(requests):
-            replies.append(self._ask(request))
-            if on_reply is not None:
-                on_reply(i, replies[-1])
-        return replies
+        return answer_in_turn(self._ask, requests, on_reply)
 
     def _ask(self, request: ChatRequest) -> ChatReply:
         meta = request.metadata or {}
