@@ -105,6 +105,10 @@ class RolloutConfig:
         True, "'engine' backend on CUDA: capture the decode step in a CUDA graph per batch-size bucket and replay "
         "it. Ignored on CPU, where the same step runs eagerly.",
     )
+    reuse_vision: bool = option(
+        True, "When the vision tower is frozen (model.freeze_vision, no LoRA on it), encode each step's images "
+        "once: the rollout keeps the tower's output and the update runs only the merger on it (exact).",
+    )
 
 
 @dataclass

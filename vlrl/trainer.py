@@ -227,8 +227,7 @@ class Trainer:
             self.policy.prompt_positions(batch)
             seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
         with timer("rollout"):
-            rollouts = with_full_parameters(self.policy, self.forward,
-                                            lambda: generate(self.policy, batch, cfg.rollout, seeds=seeds))
+            rollouts = with_full_parameters(self.policy, self.forward, lambda: self._rollout(batch, seeds))
         with timer("reward"):
             scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
         with timer("advantage"):
@@ -267,6 +266,13 @@ class Trainer:
             self.scheduler.step()
         return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _rollout(self, batch, seeds):
+        """Sample the step's completions; with a frozen vision tower, keep its output on the batch first, so
+        the update runs only the merger (`Policy.vision_states`)."""
+        if self.cfg.rollout.reuse_vision and self.policy.vision_tower_frozen:
+            batch.vision_states = self.policy.vision_states(batch.pixel_values, batch.image_grid_thw)
+        return generate(self.policy, batch, self.cfg.rollout, seeds=seeds)
 
     def _update_throughput(self, chunks, seconds: float) -> dict[str, float]:
         """perf/update_tflops: model TFLOP/s of this rank's update (vlrl.perf); perf/mfu where the device's peak

@@ -34,6 +34,7 @@ class SequenceBatch:
     feature_index: torch.Tensor | None  # [image tokens over sequences] rows into distinct image features
     targets: torch.Tensor  # [n, T] completion ids
     mask: torch.Tensor  # [n, T]
+    vision_states: torch.Tensor | None = None  # rows of batch.vision_states for pixel_values' patches
 
 
 class CompletionForward(torch.nn.Module):
@@ -68,7 +69,7 @@ class CompletionForward(torch.nn.Module):
 
     def _hidden(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
         """Hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
-        image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw)
+        image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw, seqs.vision_states)
         unused = None
         if image_embeds is not None:
             image_embeds = image_embeds[seqs.feature_index]
@@ -136,6 +137,9 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     if not distinct:  # only text-only prompts here, though others in the batch have images
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
     pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in distinct])
+    states = None
+    if batch.vision_states is not None:
+        states = torch.cat([batch.vision_states[patch_start[i]:patch_start[i + 1]] for i in distinct])
     tokens = batch.image_tokens[distinct]
     token_start = torch.cat([tokens.new_zeros(1), tokens.cumsum(0)])
     where = {img: k for k, img in enumerate(distinct)}
@@ -144,7 +148,7 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
         for img in range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p]):
             k = where[img]
             index.append(torch.arange(int(token_start[k]), int(token_start[k + 1]), device=grid.device))
-    return SequenceBatch(ids, attn, pos, pixel_values, grid[distinct], torch.cat(index), targets, mask)
+    return SequenceBatch(ids, attn, pos, pixel_values, grid[distinct], torch.cat(index), targets, mask, states)
 
 
 def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: SequenceBatch, temperature: float,

@@ -59,6 +59,7 @@ class SharedPromptBatch:
     completion_positions: torch.Tensor  # [3, n, T-1] positions of the completion inputs (tokens 0..T-2)
     targets: torch.Tensor  # [n, T] completion ids
     mask: torch.Tensor  # [n, T]
+    vision_states: torch.Tensor | None = None  # rows of batch.vision_states for pixel_values' patches
 
 
 def gather_shared_prompt(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SharedPromptBatch:
@@ -70,7 +71,7 @@ def gather_shared_prompt(batch: PromptBatch, rollouts: Rollouts, rows: torch.Ten
     # Completion token t sits at (largest prompt position) + 1 + t in all three components.
     steps = torch.arange(1, T, device=rows.device)
     completion_pos = positions.amax(dim=(0, 2))[index].unsqueeze(-1) + steps  # [n, T-1]
-    pixel_values = grid = None
+    pixel_values = grid = states = None
     if batch.pixel_values is not None:
         first_image = [0, *torch.tensor(batch.images_per_prompt).cumsum(0).tolist()]
         images = [i for p in prompts.tolist() for i in range(first_image[p], first_image[p + 1])]
@@ -78,14 +79,16 @@ def gather_shared_prompt(batch: PromptBatch, rollouts: Rollouts, rows: torch.Ten
             patch_start = [0, *batch.image_grid_thw.prod(-1).cumsum(0).tolist()]
             pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in images])
             grid = batch.image_grid_thw[images]
+            if batch.vision_states is not None:
+                states = torch.cat([batch.vision_states[patch_start[i]:patch_start[i + 1]] for i in images])
     return SharedPromptBatch(batch.input_ids[prompts], batch.attention_mask[prompts], positions, pixel_values, grid,
-                             index, completion_pos.unsqueeze(0).expand(3, -1, -1), targets, mask)
+                             index, completion_pos.unsqueeze(0).expand(3, -1, -1), targets, mask, states)
 
 
 def shared_prompt_hidden(policy: Policy, b: SharedPromptBatch) -> torch.Tensor:
     """Hidden states [n, T, H] where hidden[:, t] predicts b.targets[:, t] (as `CompletionForward` returns for
     the same rows), each prompt computed once."""
-    image_embeds = policy.image_features(b.pixel_values, b.image_grid_thw)
+    image_embeds = policy.image_features(b.pixel_values, b.image_grid_thw, b.vision_states)
     unused = None
     if image_embeds is None:
         # As CompletionForward: every data-parallel rank runs the vision tower (value and gradient unchanged).

@@ -31,6 +31,9 @@ class PromptBatch:
     resized_sizes: list[tuple[tuple[int, int], ...]]  # [P] model-input (w, h) per image
     group_size: int  # G: samples per prompt
     positions: torch.Tensor | None = None  # [3, P, L] rotary positions, filled once by Policy.prompt_positions
+    # [num_patches, C] the vision tower's output before the merger (Policy.vision_states), set by the trainer
+    # when the tower is frozen so rollout and update share it
+    vision_states: torch.Tensor | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -41,7 +44,8 @@ class PromptBatch:
         return PromptBatch(self.rows, move(self.input_ids), move(self.attention_mask), move(self.mm_token_type_ids),
                            move(self.pixel_values), move(self.image_grid_thw), move(self.image_tokens),
                            self.images_per_prompt,
-                           self.image_sizes, self.resized_sizes, self.group_size, move(self.positions))
+                           self.image_sizes, self.resized_sizes, self.group_size, move(self.positions),
+                           move(self.vision_states))
 
 
 def build_messages(row: Row, system_prompt: str = "", prompt_suffix: str = "") -> list[dict]:

@@ -57,13 +57,45 @@ class Policy:
         return next(self.core.parameters()).device
 
     # ---- model pieces ------------------------------------------------------------------------------------
-    def image_features(self, pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None) -> torch.Tensor | None:
-        """Encode images once: pixel patches [num_patches, C*T*p*p] -> merged features [num_image_tokens, H]."""
+    def image_features(self, pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None,
+                       vision_states: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Encode images once: pixel patches [num_patches, C*T*p*p] -> merged features [num_image_tokens, H].
+        Given `vision_states` (the tower's output before the merger, from `vision_states`), only the merger runs."""
+        if vision_states is not None:
+            return self.core.model.visual.merger(vision_states)
         if pixel_values is None:
             return None
         visual = self.core.model.visual
         out = visual(pixel_values.to(visual.dtype), grid_thw=image_grid_thw, return_dict=True)
         return out.pooler_output
+
+    @property
+    def vision_tower_frozen(self) -> bool:
+        """No parameter of the vision tower outside the merger trains (model.freeze_vision, no LoRA on it)."""
+        return not any(p.requires_grad for n, p in self.core.model.visual.named_parameters()
+                       if not n.startswith("merger."))
+
+    def vision_states(self, pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None
+                      ) -> torch.Tensor | None:
+        """The vision tower's output before the merger, [num_patches, C], row i belonging to patch i (as
+        `pixel_values`), so the states of any subset of images are a slice and `image_features(...,
+        vision_states=slice)` gives their features. With a frozen tower (model.freeze_vision) the update reuses
+        them from the rollout and runs only the (trainable) merger.
+
+        The tower runs its blocks on merge groups permuted into attention windows and undoes the permutation
+        after the merger; here it is undone on the states instead (the merger maps each group of
+        spatial_merge_size**2 consecutive rows on its own)."""
+        if pixel_values is None:
+            return None
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import get_vision_window_index
+
+        visual = self.core.model.visual
+        out = visual(pixel_values.to(visual.dtype), grid_thw=image_grid_thw, return_dict=True)
+        window_index, _ = get_vision_window_index(image_grid_thw, spatial_merge_size=visual.spatial_merge_size,
+                                                  window_size=visual.window_size, patch_size=visual.patch_size)
+        states = out.last_hidden_state
+        unit, width = visual.spatial_merge_size**2, states.shape[-1]
+        return states.view(-1, unit, width)[torch.argsort(window_index)].reshape(-1, width)
 
     def blank_image(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
         """The smallest image the vision tower takes (one merged token, all zeros): (pixel patches

@@ -40,7 +40,7 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         uniforms = group_uniforms(seeds, G, cfg.max_new_tokens).to(device)  # [N, max_new_tokens]
 
     # Prefill each prompt once.
-    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw)
+    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
     embeds = policy.embed(batch.input_ids, image_embeds)
     positions = policy.prompt_positions(batch)  # [3, P, L]
     hidden, cache = policy.hidden_states(embeds, positions, batch.attention_mask, use_cache=True)

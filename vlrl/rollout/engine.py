@@ -115,7 +115,7 @@ def _prefill(policy: Policy, batch: PromptBatch, max_new_tokens: int) -> tuple[D
     """Encode images and prefill each prompt once (as `cached` does) -> (decode state of N = P*G rows, logits of
     the first generated token [N, V])."""
     G = batch.group_size
-    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw)
+    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
     embeds = policy.embed(batch.input_ids, image_embeds)
     positions = policy.prompt_positions(batch)  # [3, P, L]
     hidden, cache = policy.hidden_states(embeds, positions, batch.attention_mask, use_cache=True)
