@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     train.set_defaults(fn=_train)
 
-    export = sub.add_parser("export", help="turn a checkpoint (LoRA adapter) into a plain HF model directory")
+    export = sub.add_parser("export", help="turn a checkpoint (LoRA adapter, FSDP2 shards) into a plain HF model directory")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/tiny/final or runs/tiny/checkpoints/step_000100")
     export.add_argument("out", metavar="OUT", help="directory to write (from_pretrained loads it)")
     export.set_defaults(fn=_export)
