@@ -34,31 +34,65 @@ from vlrl.data.schema import RowError, validate_row
 log = logging.getLogger(__name__)
 
 
-def make_teacher(base: TeacherConfig, overrides: dict):
-    """The teacher a stage asks: the top-level ``teacher`` section with the stage's overrides applied."""
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TeacherConfig)})
-    if unknown:
-        raise ConfigError(f"teacher overrides: unknown keys {unknown}; valid: "
-                          f"{[f.name for f in dataclasses.fields(TeacherConfig)]}")
-    cfg = dataclasses.replace(base, **overrides)
+def make_teacher(cfg: TeacherConfig):
+    """The teacher for a resolved teacher section (see `make_teacher_config`)."""
     if cfg.kind == "openai":
         from data_pipelines.teachers.openai_http import OpenAITeacher
 
-        if not cfg.model:
-            raise ConfigError("teacher.model: the openai teacher needs a model name")
         return OpenAITeacher(base_url=cfg.base_url, model=cfg.model, api_key_env=cfg.api_key_env,
                              max_concurrency=cfg.max_concurrency, retries=cfg.retries, timeout_s=cfg.timeout_s)
     if cfg.kind == "local":
         from data_pipelines.teachers.local import LocalTeacher
 
-        if not cfg.model:
-            raise ConfigError("teacher.model: the local teacher needs a checkpoint path")
         return LocalTeacher(cfg.model)
-    if cfg.kind == "programmatic":
-        from data_pipelines.teachers.programmatic import ProgrammaticTeacher
+    from data_pipelines.teachers.programmatic import ProgrammaticTeacher
 
-        return ProgrammaticTeacher()
-    raise ConfigError(f"teacher.kind must be 'openai', 'local' or 'programmatic', got {cfg.kind!r}")
+    return ProgrammaticTeacher()
+
+
+def validate(cfg: BuildConfig) -> None:
+    """Every check that needs no data, before the first teacher call: a mistake here would otherwise surface
+    after hours of captioning."""
+    from data_pipelines.sources.registry import source_spec
+    from data_pipelines.stages.teach import load_template
+
+    names = [source_spec(spec).name or source_spec(spec).kind for spec in cfg.sources]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"sources: names {repeated} are used by more than one section; give each a distinct "
+                          "`name` (it prefixes the row ids)")
+    choices = {"curate.dedupe": (cfg.curate.dedupe, ("image_problem", "image", "none")),
+               "curate.rl_from": (cfg.curate.rl_from, ("all", "verified"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {list(allowed)}, got {value!r}")
+    if cfg.curate.max_prompt_tokens and not cfg.curate.processor:
+        raise ConfigError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
+    if cfg.pass_rate.enabled and not cfg.pass_rate.model:
+        raise ConfigError("pass_rate.enabled needs pass_rate.model (the policy checkpoint to measure)")
+    for name in ("caption", "distill", "rewrite"):
+        stage = getattr(cfg, name)
+        if stage.enabled:
+            try:
+                load_template(name, stage.prompt_file)
+            except FileNotFoundError as e:
+                raise ConfigError(f"{name}.prompt_file: {e}") from e
+            make_teacher_config(cfg.teacher, stage.teacher)
+
+
+def make_teacher_config(base: TeacherConfig, overrides: dict) -> TeacherConfig:
+    """The top-level teacher section with a stage's overrides applied; unknown keys and kinds are errors."""
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(TeacherConfig)})
+    if unknown:
+        raise ConfigError(f"teacher overrides: unknown keys {unknown}; valid: "
+                          f"{[f.name for f in dataclasses.fields(TeacherConfig)]}")
+    cfg = dataclasses.replace(base, **overrides)
+    if cfg.kind not in ("openai", "local", "programmatic"):
+        raise ConfigError(f"teacher.kind must be 'openai', 'local' or 'programmatic', got {cfg.kind!r}")
+    if cfg.kind in ("openai", "local") and not cfg.model:
+        raise ConfigError(f"teacher.model: the {cfg.kind} teacher needs "
+                          + ("a model name" if cfg.kind == "openai" else "a checkpoint path"))
+    return cfg
 
 
 def collect(cfg: BuildConfig) -> StageResult:
@@ -91,6 +125,7 @@ def collect(cfg: BuildConfig) -> StageResult:
 
 def build(cfg: BuildConfig, config_name: str = "") -> dict:
     """Run every stage; write ``rl/``, ``chains/``, ``card.json``, ``README.md`` and ``drops.jsonl``."""
+    validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "build_config.yaml")
@@ -103,14 +138,18 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
         stages.append(stage_entry(name, rows_in, result.ds, result.drops, result.stats))
         return result.ds
 
+    teachers: dict[tuple, object] = {}  # one per distinct resolved section: a local model is loaded once
     try:
         collected = record("collect", None, collect(cfg))
         ds = collected
         for name, fn in (("caption", caption), ("distill", distill), ("rewrite", rewrite)):
             stage_cfg = getattr(cfg, name)
             if stage_cfg.enabled:
-                teacher = make_teacher(cfg.teacher, stage_cfg.teacher)
-                ds = record(name, ds, fn(ds, teacher, cache, stage_cfg, batch_size=cfg.teacher.batch_size))
+                resolved = make_teacher_config(cfg.teacher, stage_cfg.teacher)
+                key = dataclasses.astuple(resolved)
+                if key not in teachers:
+                    teachers[key] = make_teacher(resolved)
+                ds = record(name, ds, fn(ds, teachers[key], cache, stage_cfg, batch_size=resolved.batch_size))
         if cfg.verify.enabled:
             ds = record("verify", ds, verify(ds, cfg.verify))
         result, sets = curate(collected, ds, cfg.curate, seed=cfg.seed)

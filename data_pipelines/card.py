@@ -48,10 +48,19 @@ def stage_entry(name: str, rows_in, rows_out, drops: list[Drop], stats: dict) ->
         "rows_in": len(rows_in) if rows_in is not None else len(rows_out) + len(drops),
         "rows_out": len(rows_out),
         "per_source": per_source,
-        "drops": drop_counts(drops).get(name, {}) if drops else {},
+        # collect's drops are the sources' (each under its own step) and its own: all of them count here
+        "drops": (_merged(drop_counts(drops)) if name == "collect" else drop_counts(drops).get(name, {})),
         "drops_by_step": drop_counts(drops),
         "stats": stats,
     }
+
+
+def _merged(by_step: dict[str, dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for reasons in by_step.values():
+        for reason, n in reasons.items():
+            out[reason] = out.get(reason, 0) + n
+    return out
 
 
 def write_card(out_dir: Path, card: dict, drops: list[Drop]) -> None:

@@ -5,9 +5,10 @@ served checkpoint answers exactly as training's rollout would on the same prompt
 (chat template, images resized with qwen-vl-utils semantics) and the same `generate`. One request is one
 prompt; its ``n`` choices are the rollout's group of G samples sharing one prefill.
 
-Stop strings are applied to the decoded text after generation (the rollout has no stop-string support):
-the text is cut before the first stop string and the completion's token count is the shortest prefix of the
-generated tokens whose text already contains it.
+Stop strings end generation early through the rollout's own `RolloutConfig.stop` (which keeps the stop
+string, as training does); the reply then follows OpenAI's convention: the text is cut before the first stop
+string, and the completion's token count is the shortest prefix of the generated tokens whose text already
+contains it.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class ChatEngine:
                 raise PromptTooLong(f"the prompt is {prompt_tokens} tokens; the model's context is {self.context}")
             max_tokens = min(max_tokens, self.context - prompt_tokens)
         cfg = RolloutConfig(backend=self.backend, group_size=params.n, max_new_tokens=max(1, max_tokens),
-                            temperature=params.temperature, top_p=params.top_p)
+                            temperature=params.temperature, top_p=params.top_p, stop=list(params.stop))
         generator = torch.Generator(self.policy.device)
         generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
         rollouts = generate(self.policy, batch, cfg, generator=generator, greedy=params.temperature <= 0)

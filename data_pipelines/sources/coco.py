@@ -103,6 +103,9 @@ def load_coco(options: CocoOptions, name: str = "coco") -> SourceResult:
             keep = sorted(
                 random.Random(f"{options.seed}:{image_id}").sample(range(len(rows)), options.max_per_image)
             )
+            for i in sorted(set(range(len(rows))) - set(keep)):  # counted: the card shows what the cap cut
+                result.drop(rows[i]["id"], "over_max_per_image",
+                            f"image {image_id}: {len(rows)} questions, max_per_image={options.max_per_image}")
             rows = [rows[i] for i in keep]
         for row in rows:
             ids.add(result, row)

@@ -104,6 +104,9 @@ def _rows(
         )
         return []
     kept = expressions if options.one_row_per_expression else expressions[:1]
+    if len(kept) < len(expressions):  # counted, so the card says how many phrasings were left out
+        result.drop(row_id, "extra_expression",
+                    f"record {index}: {len(expressions) - 1} more expressions (one_row_per_expression=false)")
     meta = {k: v for k, v in record.items() if k not in (*EXPRESSION_KEYS, *BOX_KEYS) and _jsonable(v)}
     meta["image_size"] = list(image.size)
     return [

@@ -2,7 +2,8 @@
 
 The caption goes to ``meta.caption``; the distill stage reasons from it instead of the pixels. A row that
 already has a caption (VLAA-Thinking rows ship one) keeps it and costs no request; a text-only row needs
-none. A row whose request fails is dropped with reason ``teacher_error`` (and retried on the next run).
+none. A row whose request fails is dropped with reason ``teacher_error`` (and retried on the next run), one
+whose caption comes back empty with ``empty_reply``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def caption(ds, teacher: Teacher, cache: ReplyCache, cfg: TeacherStageConfig, ba
         meta = json.loads(meta_text) if meta_text else {}
         if reply is not None and not reply.ok:
             drops.append(Drop(row_id, STAGE, "teacher_error", reply.error or ""))
+            continue
+        if reply is not None and not reply.text.strip():
+            drops.append(Drop(row_id, STAGE, "empty_reply", "the teacher replied with no caption"))
             continue
         if reply is not None:
             meta["caption"] = reply.text.strip()

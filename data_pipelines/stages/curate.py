@@ -31,9 +31,9 @@ BOX_TASKS = ("grounding", "detection")
 def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[StageResult, dict]:
     """Filter ``collected`` and split it. Returns the curated rows and ``{"rl": DatasetDict-ready dict of
     splits, "chains": Dataset}``."""
-    counter = _TokenCounter(cfg) if cfg.max_prompt_tokens else None
     if cfg.max_prompt_tokens and not cfg.processor:
         raise ValueError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
+    counter = _TokenCounter(cfg) if cfg.max_prompt_tokens else None
     keep, drops, seen = [], [], {}
     for i, row in enumerate(tqdm(iter_rows(collected), total=len(collected), desc=STAGE, unit="row")):
         problem = _rule_problem(row, cfg) or _duplicate(row, cfg, seen)

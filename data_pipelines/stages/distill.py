@@ -2,7 +2,8 @@
 
 The reasoner never sees the pixels; the prompt asks it to reason as if it did, and to end with
 ``<answer>…</answer>`` so the verify stage can check the answer. The reply becomes the row's ``reasoning``.
-Text-only rows are asked with their question alone.
+Text-only rows are asked with their question alone; an image row without a caption (the caption stage
+disabled, the source shipping none) is dropped as ``no_caption`` rather than reasoned about blind.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ def distill(ds, teacher: Teacher, cache: ReplyCache, cfg: TeacherStageConfig, ba
     template = load_template(STAGE, cfg.prompt_file)
     stats = TeachStats()
 
-    def request(row: dict) -> ChatRequest:
+    def request(row: dict) -> ChatRequest | None:
+        caption_text = meta_of(row).get("caption") or ""
+        if row["images"] and not caption_text:
+            return None  # reasoned blind, the chain would be about nothing: dropped as no_caption below
         question = row["problem"].replace("<image>", "").strip()
-        text = template.replace("{caption}", meta_of(row).get("caption") or NO_IMAGE).replace("{question}", question)
+        text = template.replace("{caption}", caption_text or NO_IMAGE).replace("{question}", question)
         return ChatRequest(
             messages=[{"role": "user", "content": text}],
             max_tokens=cfg.max_tokens,
@@ -42,7 +46,9 @@ def distill(ds, teacher: Teacher, cache: ReplyCache, cfg: TeacherStageConfig, ba
     replies = ask_teacher(ds, request, teacher, cache, STAGE, template, batch_size, stats)
     chains, keep, drops = [], [], []
     for i, (row_id, reply) in enumerate(zip(ds["id"], replies, strict=True)):
-        if not reply.ok:
+        if reply is None:
+            drops.append(Drop(row_id, STAGE, "no_caption", "an image row without a caption (caption stage off?)"))
+        elif not reply.ok:
             drops.append(Drop(row_id, STAGE, "teacher_error", reply.error or ""))
         elif not reply.text.strip():
             drops.append(Drop(row_id, STAGE, "empty_reply", "the teacher replied with nothing"))

@@ -2,7 +2,8 @@
 
 The three teacher stages (caption, distill, rewrite) differ only in the request they build from a row and
 what they do with the reply; this module does the part they share. Requests whose reply is cached are not
-sent; fresh replies are cached after every batch, so killing the process loses at most one batch.
+sent, identical requests in a batch are sent once, and each fresh reply is cached as it arrives, so killing
+the process loses only the requests in flight.
 """
 
 from __future__ import annotations

@@ -41,7 +41,10 @@ def verify(ds, cfg: VerifyConfig) -> StageResult:
         finally:
             mixer.close()
         for (i, row_id), inp, score in zip(rows_to_score, inputs, scores, strict=True):
-            if not math.isnan(score) and score >= cfg.min_score:
+            if math.isnan(score):  # the verifier does not apply (e.g. a ground truth it cannot read)
+                drops.append(Drop(row_id, STAGE, "not_verifiable", f"no verifier applies to task {inp.task!r} "
+                                  f"with truth {inp.answer[:80]!r}"))
+            elif score >= cfg.min_score:
                 keep.append(i)
             else:
                 answer = extract_answer(inp.completion)

@@ -41,7 +41,7 @@ def test_training_step_is_the_same_with_and_without_reuse(tiny_config, monkeypat
                                       "algorithm.micro_batch_size=6", f"trainer.output_dir={tempfile.mkdtemp()}"))
         visual = trainer.policy.core.model.visual
         calls = []
-        handle = visual.register_forward_hook(lambda *_: calls.append(1))
+        handle = visual.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         trainer.train_step(0)
         handle.remove()
         towers.append(len(calls))

@@ -255,3 +255,37 @@ def test_pass_rate_filter_measures_with_the_rollout(tiny_model_dir):
     assert len(kept) == 0 and {d.id: d.reason for d in result.drops} == {"easy": "too_easy", "hard": "too_hard"}
     kept, result = pass_rate_filter(ds, PassRateConfig(**{**cfg.__dict__, "min_rate": -1.0, "max_rate": 2.0}))
     assert kept["id"] == ["easy", "hard"] and not result.drops
+
+
+def test_empty_caption_is_dropped_and_distill_never_reasons_blind(tmp_path):
+    ds = dataset([
+        {"id": "a", "images": [image()], "problem": "q1", "answer": "1", "task": "count"},
+        {"id": "b", "images": [image((0, 9, 0))], "problem": "q2", "answer": "2", "task": "count"},
+    ])
+    out = caption(ds, ScriptedTeacher(lambda r: ChatReply("  " if r.metadata["question"] == "q2" else "a cat")),
+                  ReplyCache(tmp_path / "c.sqlite"), TeacherStageConfig())
+    assert out.ds["id"] == ["a"] and [(d.id, d.reason) for d in out.drops] == [("b", "empty_reply")]
+    # With the caption stage off, an image row has no caption: distill drops it instead of asking blind.
+    teacher = ScriptedTeacher(lambda r: ChatReply("<answer>1</answer>"))
+    res = distill(ds, teacher, ReplyCache(tmp_path / "d.sqlite"), TeacherStageConfig())
+    assert teacher.sent == [] and {d.reason for d in res.drops} == {"no_caption"} and len(res.ds) == 0
+
+
+def test_build_config_mistakes_fail_before_any_teacher_call(tmp_path):
+    from data_pipelines.build import validate
+    from data_pipelines.config import BuildConfig
+    from vlrl.cli import main
+    from vlrl.config_loader import ConfigError, load_config
+
+    twice = '[{kind: shapes, params: {rows_per_task: 1}}, {kind: shapes, params: {rows_per_task: 2}}]'
+    with pytest.raises(ConfigError, match="more than one section"):
+        validate(load_config(BuildConfig, None, [f"sources={twice}"]))
+    with pytest.raises(ConfigError, match="needs curate.processor"):
+        validate(load_config(BuildConfig, None, ["curate.max_prompt_tokens=100"]))
+    with pytest.raises(ConfigError, match="teacher.model"):
+        validate(load_config(BuildConfig, None, ["teacher.kind=openai"]))
+    with pytest.raises(ConfigError, match="distill.prompt_file"):
+        validate(load_config(BuildConfig, None, [f"distill.prompt_file={tmp_path / 'none.txt'}"]))
+    # Through the CLI: exit code 2 and nothing written.
+    assert main(["data", "build", f"output_dir={tmp_path / 'o'}", "curate.dedupe=pixels"]) == 2
+    assert not (tmp_path / "o").exists()

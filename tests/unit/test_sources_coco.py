@@ -135,7 +135,10 @@ def test_kinds_and_max_per_image_are_deterministic(coco):
     assert per_image == {1: 2, 2: 2}
     # The kept questions are among the full set's, and the drops do not change.
     full = {r["id"] for r in load_coco(CocoOptions(annotations=str(path), image_root=str(images))).rows}
-    assert {r["id"] for r in first.rows} <= full and len(first.drops) == 6
+    capped = [d for d in first.drops if d.reason == "over_max_per_image"]
+    assert {r["id"] for r in first.rows} <= full and len(first.drops) - len(capped) == 6
+    # Every question the cap left out is counted: kept + capped = all questions.
+    assert len(first.rows) + len(capped) == len(full) and {d.id for d in capped} == full - {r["id"] for r in first.rows}
 
 
 def test_size_mismatch_and_unusable_inputs(tmp_path, coco):
