@@ -99,6 +99,10 @@ class PassRateConfig:
     max_new_tokens: int = option(256, "Completion length for the pass-rate rollouts.")
     temperature: float = option(1.0, "Sampling temperature for the pass-rate rollouts.")
     batch_prompts: int = option(8, "Prompts per rollout batch.")
+    box_format: str = option(
+        "qwen2_5_vl", "Frame of the boxes the policy writes (as the iou/detection rewards' box_format): Qwen2.5-VL "
+        "answers in pixels of its resized input.",
+    )
     dtype: str = option("bfloat16", "Policy dtype for the pass-rate rollouts (float32 on CPU is exact but slow).")
     min_pixels: int = option(3136, "Image resizing bounds, as in training.")
     max_pixels: int = option(12845056, "Upper image resizing bound, as in training.")

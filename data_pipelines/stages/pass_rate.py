@@ -58,7 +58,8 @@ def measure_pass_rates(ds: datasets.Dataset, cfg: PassRateConfig, seed: int = 0)
     policy.model.eval()
     encoder = PromptEncoder(policy.processor, model_cfg.min_pixels, model_cfg.max_pixels)
     rollout = RolloutConfig(group_size=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-    mixer = RewardMixer(RewardConfig(terms=[{"name": "accuracy", "weight": 1.0}], per_task={}, workers=0))
+    mixer = RewardMixer(RewardConfig(terms=[{"name": "accuracy", "weight": 1.0,
+                                             "params": {"box_format": cfg.box_format}}], per_task={}, workers=0))
     generator = torch.Generator(device=device).manual_seed(seed)
     rates: list[float] = []
     try:
