@@ -120,3 +120,29 @@ def test_two_processes_match_one(tiny_model_dir, mixed_dir, tmp_path):
     last = torch.load(two / f"rank0_step{STEPS}.pt")
     for name, value in last.items():
         torch.testing.assert_close(saved[name], value, rtol=0, atol=0)
+
+
+def test_two_processes_match_one_with_lora_and_a_frozen_tower(tiny_model_dir, mixed_dir, tmp_path):
+    """LoRA adapters and the frozen-tower path (the rollout's vision states reused by the update) under DDP:
+    both ranks equal, and equal to one process."""
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.skip("accelerate launcher not installed")
+    extra = ["model.lora_rank=4", "model.lora_alpha=8", "model.freeze_vision=true", "trainer.save_completions=0"]
+    two = tmp_path / "two"
+    two.mkdir()
+    _launch_two(two, _overrides(tiny_model_dir, mixed_dir, two / "run") + extra)
+
+    single: dict[int, dict[str, torch.Tensor]] = {}
+    trainer = Trainer(load_config(Config, None, _overrides(tiny_model_dir, mixed_dir, tmp_path / "one") + extra))
+    assert trainer.policy.vision_tower_frozen and trainer.policy.adapter is not None
+    record_steps(trainer, lambda step, params: single.__setitem__(step, params))
+    trainer.fit()
+    for step in range(1, STEPS + 1):
+        rank0 = torch.load(two / f"rank0_step{step}.pt")
+        rank1 = torch.load(two / f"rank1_step{step}.pt")
+        assert rank0.keys() == rank1.keys() == single[step].keys()
+        assert any("lora" in n for n in rank0)
+        for name in rank0:
+            assert torch.equal(rank0[name], rank1[name]), f"step {step}: ranks differ on {name}"
+            torch.testing.assert_close(rank0[name], single[step][name], rtol=0, atol=1e-5,
+                                       msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
