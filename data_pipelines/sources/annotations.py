@@ -147,3 +147,11 @@ def parquet_columns(files: list[Path]) -> list[str]:
         return list(pq.read_schema(files[0]).names)
     except Exception as exc:
         raise SourceError(f"{files[0]}: not a readable parquet file ({exc})") from exc
+
+
+def progress(items, name: str, unit: str = "record"):
+    """`items` with a progress bar named for the source: reading and decoding a large source takes minutes."""
+    from tqdm.auto import tqdm
+
+    total = len(items) if hasattr(items, "__len__") else None
+    return tqdm(items, total=total, desc=f"source {name}", unit=unit)

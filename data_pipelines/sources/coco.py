@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import SourceError, existing_path, read_json_object
+from data_pipelines.sources.annotations import SourceError, existing_path, progress, read_json_object
 from data_pipelines.sources.answer_boxes import (
     DEFAULT_TOLERANCE,
     BoxProblem,
@@ -92,7 +92,7 @@ def load_coco(options: CocoOptions, name: str = "coco") -> SourceResult:
     result, ids = SourceResult(name), RowIds()
     images = {img["id"]: img for img in data["images"] if isinstance(img, dict) and "id" in img}
     by_image = _group_annotations(data["annotations"], images, categories, result, name)
-    for image_id in images:  # file order: deterministic, and what the user expects
+    for image_id in progress(images, name, "image"):  # file order: deterministic, and what the user expects
         info = images[image_id]
         image = _open(info, root, result, f"{name}:{image_id}")
         if image is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import SourceError, existing_path, read_records
+from data_pipelines.sources.annotations import SourceError, existing_path, progress, read_records
 from data_pipelines.sources.columns import (
     RowDefaults,
     add_record,
@@ -62,7 +62,7 @@ def load_folder(options: FolderOptions, name: str = "folder") -> SourceResult:
     _require_task(columns.task, options.task, where)
     defaults = RowDefaults.of(options, name)
     result, ids = SourceResult(name), RowIds()
-    for index, record in enumerate(records):
+    for index, record in enumerate(progress(records, name)):
         add_record(result, ids, record, index, columns, defaults, lambda v, w: load_image(v, Path(root), w))
     return result
 

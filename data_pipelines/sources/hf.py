@@ -21,6 +21,7 @@ from data_pipelines.sources.annotations import (
     iter_parquet_records,
     parquet_columns,
     parquet_files,
+    progress,
 )
 from data_pipelines.sources.columns import (
     RowDefaults,
@@ -69,7 +70,7 @@ def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
     )
     defaults = RowDefaults.of(options, name)
     result, ids = SourceResult(name), RowIds()
-    for index, record in enumerate(records):
+    for index, record in enumerate(progress(records, name)):
         if options.limit is not None and index >= options.limit:
             break
         add_record(result, ids, record, index, columns, defaults, lambda v, w: load_image(v, root, w))

@@ -33,6 +33,7 @@ from data_pipelines.sources.annotations import (
     iter_parquet_records,
     parquet_columns,
     parquet_files,
+    progress,
 )
 from data_pipelines.sources.answer_boxes import (
     DEFAULT_TOLERANCE,
@@ -80,7 +81,7 @@ def load_orsta(options: OrstaOptions, name: str = "orsta") -> SourceResult:
     )
     tasks = {**DEFAULT_TASKS, **(options.task_by_verifier or {})}
     result, ids = SourceResult(name), RowIds()
-    for index, record in enumerate(iter_parquet_records(files)):
+    for index, record in enumerate(progress(iter_parquet_records(files), name)):
         if options.limit is not None and index >= options.limit:
             break
         row = _row(record, index, options, tasks, root, result, name)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import SourceError, annotations_and_root, read_records
+from data_pipelines.sources.annotations import SourceError, annotations_and_root, progress, read_records
 from data_pipelines.sources.answer_boxes import (
     BOX_FORMATS,
     DEFAULT_TOLERANCE,
@@ -59,7 +59,7 @@ def load_refcoco(options: RefCocoOptions, name: str = "refcoco") -> SourceResult
         )
     path, root = annotations_and_root(options.annotations, options.image_root, name)
     result, ids = SourceResult(name), RowIds()
-    for index, record in enumerate(read_records(path)):
+    for index, record in enumerate(progress(read_records(path), name)):
         local = _first(record, ID_KEYS)
         row_id = f"{name}:{local if local not in (None, '') else index}"
         for n, row in enumerate(_rows(record, index, row_id, Path(root), options, result, name)):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.annotations import annotations_and_root, read_records
+from data_pipelines.sources.annotations import annotations_and_root, progress, read_records
 from data_pipelines.sources.columns import split_images
 from data_pipelines.sources.images import ImageProblem, load_image
 from data_pipelines.sources.rows import RowIds, new_row
@@ -46,7 +46,7 @@ def load_vlaa(options: VlaaOptions, name: str = "vlaa") -> SourceResult:
     """Rows from a VLAA-Thinking file; records without image, question or ground truth are drops."""
     path, root = annotations_and_root(options.annotations, options.image_root, name)
     result, ids = SourceResult(name), RowIds()
-    for index, record in enumerate(read_records(path)):
+    for index, record in enumerate(progress(read_records(path), name)):
         row = _row(record, index, Path(root), options, result, name)
         if row is not None:
             ids.add(result, row)
