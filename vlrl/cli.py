@@ -60,6 +60,7 @@ def _train(args: argparse.Namespace) -> int:
 
     trainer = Trainer(cfg, resume=bool(args.resume))
     result = trainer.fit()
+    trainer.close()
     if trainer.accelerator.is_main_process:
         summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
         print(f"done: {cfg.trainer.output_dir} ({summary or 'no eval'})")

@@ -216,6 +216,14 @@ class Trainer:
         self.mixer.close()
         return last_eval
 
+    def close(self) -> None:
+        """End a multi-process run cleanly: every rank reaches here, then the process group is destroyed.
+        Left to interpreter exit, gloo's threads can abort a rank ("terminate called without an active
+        exception") after training has finished."""
+        if self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
+
     def train_step(self, step: int) -> dict[str, float]:
         """One step on this rank's share of the prompts; returns metrics of the whole step (all ranks)."""
         cfg, timer, acc = self.cfg, self.timer, self.accelerator

@@ -35,6 +35,7 @@ def main(out: str, overrides: list[str]) -> None:
     rank = trainer.accelerator.process_index
     record_steps(trainer, lambda step, params: torch.save(params, Path(out) / f"rank{rank}_step{step}.pt"))
     trainer.fit()
+    trainer.close()
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ def main(out: str, mode: str, overrides: list[str]) -> None:
 
     trainer.train_step = step_and_record
     trainer.fit()
+    trainer.close()
 
 
 if __name__ == "__main__":
