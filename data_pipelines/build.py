@@ -56,7 +56,7 @@ def validate(cfg: BuildConfig) -> None:
     from data_pipelines.sources.registry import source_spec
     from data_pipelines.stages.teach import load_template
 
-    names = [source_spec(spec).name or source_spec(spec).kind for spec in cfg.sources]
+    names = [spec.name or spec.kind for spec in map(source_spec, cfg.sources)]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise ConfigError(f"sources: names {repeated} are used by more than one section; give each a distinct "

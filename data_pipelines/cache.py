@@ -14,8 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-import PIL.Image
-
+from data_pipelines.records import image_hash
 from data_pipelines.teachers.base import ChatRequest
 
 
@@ -40,15 +39,10 @@ def request_key(stage: str, teacher: str, template: str, request: ChatRequest, w
         parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
         for part in parts:
             if part.get("type") == "image":
-                h.update(image_digest(part["image"]).encode())
+                h.update(image_hash(part["image"]).encode())
             else:
                 h.update(json.dumps(part, sort_keys=True).encode())
     return h.hexdigest()
-
-
-def image_digest(image: PIL.Image.Image) -> str:
-    """Hash of an image's size, mode and pixels: equal exactly for pixel-identical images."""
-    return hashlib.blake2b(f"{image.size}{image.mode}".encode() + image.tobytes(), digest_size=16).hexdigest()
 
 
 class ReplyCache:

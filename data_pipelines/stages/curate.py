@@ -17,9 +17,8 @@ import json
 
 from tqdm.auto import tqdm
 
-from data_pipelines.cache import image_digest
 from data_pipelines.config import CurateConfig
-from data_pipelines.records import Drop
+from data_pipelines.records import Drop, image_hash
 from data_pipelines.stages.teach import StageResult, iter_rows
 from vlrl.rewards.accuracy import normalize_text
 from vlrl.rewards.boxes import parse_boxes
@@ -98,7 +97,7 @@ def _duplicate(row: dict, cfg: CurateConfig, seen: dict) -> tuple[str, str] | No
         return None
     if cfg.dedupe not in ("image", "image_problem"):
         raise ValueError(f"curate.dedupe must be 'image_problem', 'image' or 'none', got {cfg.dedupe!r}")
-    parts = [image_digest(image) for image in row["images"]]
+    parts = [image_hash(image) for image in row["images"]]
     if cfg.dedupe == "image_problem" or not parts:  # text-only rows are duplicates only by their question
         parts.append(normalize_text(row["problem"]))
     key = "\0".join(parts)

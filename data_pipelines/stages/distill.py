@@ -43,7 +43,7 @@ def distill(ds, teacher: Teacher, cache: ReplyCache, cfg: TeacherStageConfig, ba
             metadata=teacher_metadata(STAGE, row),
         )
 
-    replies = ask_teacher(ds, request, teacher, cache, STAGE, template, batch_size, stats)
+    replies = ask_teacher(ds, request, teacher, cache, STAGE, template, batch_size, stats, decode_images=False)
     chains, keep, drops = [], [], []
     for i, (row_id, reply) in enumerate(zip(ds["id"], replies, strict=True)):
         if reply is None:

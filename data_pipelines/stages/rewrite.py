@@ -52,7 +52,7 @@ def rewrite(ds, teacher: Teacher, cache: ReplyCache, cfg: RewriteConfig, batch_s
             metadata={**teacher_metadata(STAGE, row), "reasoning": row["reasoning"]},
         )
 
-    replies = ask_teacher(ds, request, teacher, cache, STAGE, template, batch_size, stats)
+    replies = ask_teacher(ds, request, teacher, cache, STAGE, template, batch_size, stats, decode_images=False)
     chains, keep, drops = [], [], []
     for i, (row_id, chain, reply) in enumerate(zip(ds["id"], ds["reasoning"], replies, strict=True)):
         if reply is None:

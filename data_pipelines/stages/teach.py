@@ -42,8 +42,12 @@ class TeachStats:
                     shared=self.shared)
 
 
-def iter_rows(ds: datasets.Dataset, batch_size: int = 64) -> Iterator[dict]:
-    """Rows of ``ds`` one by one, decoded in batches (much faster than ``ds[i]`` for image columns)."""
+def iter_rows(ds: datasets.Dataset, batch_size: int = 64, decode_images: bool = True) -> Iterator[dict]:
+    """Rows of ``ds`` one by one, decoded in batches (much faster than ``ds[i]`` for image columns). With
+    ``decode_images=False`` the images stay ``{"bytes", "path"}`` entries: for a stage that only needs to
+    know whether a row has images, decoding every one would be the stage's main cost."""
+    if not decode_images and "images" in ds.features:
+        ds = ds.cast_column("images", datasets.List(datasets.Image(decode=False)))
     for batch in ds.iter(batch_size=batch_size):
         keys = list(batch)
         for values in zip(*(batch[k] for k in keys), strict=True):
@@ -59,12 +63,14 @@ def ask_teacher(
     template: str,
     batch_size: int,
     stats: TeachStats,
+    decode_images: bool = True,
 ) -> list[ChatReply | None]:
-    """One reply per row of ``ds`` (None where ``make_request`` returned None: no question for that row)."""
+    """One reply per row of ``ds`` (None where ``make_request`` returned None: no question for that row).
+    ``decode_images``: whether ``make_request`` needs the pixels (see `iter_rows`)."""
     replies: list[ChatReply | None] = [None] * len(ds)
     pending: list[tuple[int, str, ChatRequest]] = []
     with tqdm(total=len(ds), desc=stage, unit="row") as bar:
-        for i, row in enumerate(iter_rows(ds)):
+        for i, row in enumerate(iter_rows(ds, decode_images=decode_images)):
             request = make_request(row)
             if request is None:
                 stats.not_needed += 1

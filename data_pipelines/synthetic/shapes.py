@@ -17,7 +17,6 @@ y2]`` in pixels (x2, y2 exclusive) and, for ``count``, its grid cell ``[row, col
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import PIL.Image
 import PIL.ImageDraw
+
+from data_pipelines.records import image_hash  # noqa: F401 (re-exported: tests and callers use it here)
 
 log = logging.getLogger(__name__)
 
@@ -137,11 +138,6 @@ def build_shapes_dataset(
         redrawn,
     )
     return dd
-
-
-def image_hash(image: PIL.Image.Image) -> str:
-    """Hash of the pixels (and size), equal exactly for pixel-identical images."""
-    return hashlib.blake2b(f"{image.size}".encode() + image.tobytes(), digest_size=16).hexdigest()
 
 
 def _generate(task, n, seed, image_size, split, background, avoid=frozenset(), bar=None):
