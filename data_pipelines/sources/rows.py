@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from data_pipelines.records import SourceResult
 
+ORIENTATION = 274  # the EXIF orientation tag
 IMAGE_PLACEHOLDER = "<image>"  # as vlrl.data.schema; repeated here so sources import no torch-side code
 
 
@@ -46,10 +47,17 @@ def by_path(image):
     (generated, converted, from bytes) are kept as they are."""
     import PIL.Image
 
-    if isinstance(image, PIL.Image.Image) and getattr(image, "filename", "") and image.mode == "RGB":
-        path = image.filename
-        image.close()
-        return {"path": path, "bytes": None}
+    if not isinstance(image, PIL.Image.Image):
+        return image
+    if image.getexif().get(ORIENTATION, 1) != 1:
+        # Annotations are in stored pixels, but `datasets` rotates an image by its EXIF orientation when it
+        # decodes one: keep the stored pixels, without the tag (a copy has no file behind it, so it is encoded
+        # from its pixels).
+        upright = image.copy()
+        upright.info.pop("exif", None)
+        return upright
+    if getattr(image, "filename", "") and image.mode == "RGB":
+        return {"path": image.filename, "bytes": None}  # the pixels go with the last reference to the image
     return image
 
 

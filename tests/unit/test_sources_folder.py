@@ -116,3 +116,20 @@ def test_unusable_inputs_raise_naming_the_file(folder):
     (folder / "broken.jsonl").write_text("{oops\nnot json either\n")
     with pytest.raises(SourceError, match="broken.jsonl: no line is valid JSON"):
         load_folder(FolderOptions(annotations=str(folder / "broken.jsonl"), columns=COLUMNS, task="open"))
+
+
+def test_exif_rotated_image_keeps_its_stored_pixels_through_the_dataset(tmp_path):
+    """A box is annotated on the stored pixels; `datasets` would rotate a file carrying an EXIF orientation when
+    it decodes it, so such an image is written as its stored pixels, untagged."""
+    import PIL.Image
+
+    from data_pipelines.records import rows_dataset, to_schema_row
+
+    exif = PIL.Image.Exif()
+    exif[274] = 6  # "rotate 90 degrees clockwise to display"
+    PIL.Image.new("RGB", (40, 20), (200, 10, 10)).save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    (tmp_path / "ann.jsonl").write_text(json.dumps({"f": "rot.jpg", "q": "where?", "a": "[1, 1, 30, 15]"}) + "\n")
+    result = load_folder(FolderOptions(annotations=str(tmp_path / "ann.jsonl"), task="grounding",
+                                       columns={"image": "f", "problem": "q", "answer": "a"}))
+    ds = rows_dataset([to_schema_row(row) for row in result.rows])
+    assert ds[0]["images"][0].size == (40, 20)  # stored 40 x 20, not the displayed 20 x 40
