@@ -10,6 +10,12 @@ from vlrl.config_loader import load_config
 
 
 def pytest_collection_modifyitems(config, items):
+    # The full reward fuzz runs only when asked for by name (`-m full_fuzz`): minutes on a quiet machine.
+    if "full_fuzz" not in (config.getoption("markexpr") or ""):
+        skip_fuzz = pytest.mark.skip(reason="full fuzz: python -m pytest -q -m full_fuzz tests/unit/test_rewards_fuzz.py")
+        for item in items:
+            if "full_fuzz" in item.keywords:
+                item.add_marker(skip_fuzz)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

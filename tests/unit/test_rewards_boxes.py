@@ -152,7 +152,7 @@ def row(completion, answer="[[0,0,10,10]]", **kw):
 def test_read_boxes():
     preds, truths = read_boxes(row("<answer>[0,0,5,5] [1,1,2,2]</answer>", image_sizes=((200, 100),)),
                                "detection", "rel1000", 10, True)
-    assert [b.xyxy for b in preds] == pytest.approx([(0, 0, 1, 0.5), (0.2, 0.1, 0.4, 0.2)])  # x*0.2, y*0.1
+    assert [c for b in preds for c in b.xyxy] == pytest.approx([0, 0, 1, 0.5, 0.2, 0.1, 0.4, 0.2])  # x*0.2, y*0.1
     assert truths == [box(0, 0, 10, 10)]  # ground truth is never converted
     assert read_boxes(row("<answer>none</answer>"), "d", "abs", 10, True)[0] == []
     assert read_boxes(row("[0,0,1,1]"), "d", "abs", 10, False)[0] is None  # no answer region

@@ -112,7 +112,7 @@ def test_math_refuses_costly_predictions_quickly(answer):
     # Each of these runs for minutes or hours if evaluated; refused, it costs at most a parse.
     start = time.perf_counter()
     assert run(f"<answer>{answer}</answer>", "2") == 0.0
-    assert time.perf_counter() - start < 5.0
+    assert time.perf_counter() - start < 60.0  # evaluated, any of these runs for many minutes
 
 
 LAST_BOXED_CASES = [

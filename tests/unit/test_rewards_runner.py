@@ -11,6 +11,9 @@ from vlrl.rewards import RewardInput, RewardMixer, register_reward
 from vlrl.rewards.runner import FAILED, OK, TIMEOUT, RewardCall, RewardPool, run_call, run_inline
 
 TIMEOUT_S, GRACE_S = 0.3, 0.3
+# The rewards below sleep 30 s: a call that ends well before that was cut by the limit. The bound is far from
+# the limit itself so that a loaded machine cannot fail these tests.
+CUT_S = 20.0
 
 
 @register_reward("test_runner_echo")
@@ -56,13 +59,13 @@ def test_inline_soft_timeout_and_values():
     out = run_inline(calls("test_runner_echo", [1, 2], scale=0.5) + calls("test_runner_sleepy", [0]), TIMEOUT_S)
     assert [o.value for o in out] == [0.5, 1.0, 0.0]
     assert [o.status for o in out] == [OK, OK, TIMEOUT]
-    assert out[2].seconds < TIMEOUT_S + 0.2
+    assert out[2].seconds < CUT_S
 
 
 def test_soft_timeout_is_not_swallowed_by_except_exception():
     start = time.perf_counter()
     outcome = run_call(calls("test_runner_swallow", [0])[0], TIMEOUT_S)
-    assert outcome.status == TIMEOUT and time.perf_counter() - start < TIMEOUT_S + 0.2
+    assert outcome.status == TIMEOUT and time.perf_counter() - start < CUT_S
 
 
 def test_failures_are_outcomes():
@@ -90,8 +93,8 @@ def test_pool_hard_timeout_kills_and_continues():
         elapsed = time.perf_counter() - start
         assert pool.killed == 1
     assert [(o.value, o.status) for o in out] == [(1.0, OK), (0.0, TIMEOUT), (2.0, OK), (3.0, OK)]
-    # Killed at timeout + grace; the replacement's start and the remaining calls take well under a second.
-    assert TIMEOUT_S + GRACE_S <= elapsed < TIMEOUT_S + GRACE_S + 5.0
+    # Killed at timeout + grace, not before; and long before the stuck call's 30 s would have ended it.
+    assert TIMEOUT_S + GRACE_S <= elapsed < CUT_S
 
 
 def test_pool_soft_timeout_needs_no_kill():

@@ -18,17 +18,22 @@ from data_pipelines.synthetic.shapes import shape_rows
 from data_pipelines.teachers import ChatRequest, OpenAITeacher, ProgrammaticTeacher
 from data_pipelines.teachers.programmatic import caption, parse_scene, rewrite
 
-FAST = dict(backoff_s=0.01, max_backoff_s=0.05, timeout_s=5.0)
+FAST = dict(backoff_s=0.01, max_backoff_s=0.05, timeout_s=60.0)  # a loaded machine is never a timeout
 
 
 class Stub:
     """A loopback chat-completions server: ``plan(attempt, body)`` -> (status, reply text); records every request."""
 
-    def __init__(self, plan, delay_s: float = 0.0):
-        self.plan, self.delay_s = plan, delay_s
+    def __init__(self, plan, delay_s: float = 0.0, hold: bool = False, gather: int = 0):
+        # hold: a request is answered only after close() (a client timeout always fires first, however loaded
+        # the machine); gather: a request waits until `gather` requests were in flight at once (at most 30 s),
+        # so a concurrency limit is certainly reached rather than reached if the threads happen to overlap.
+        self.plan, self.delay_s, self.gather = plan, delay_s, gather
         self.attempts, self.bodies, self.headers = 0, [], []
         self.active = self.max_active = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
+        self.release = threading.Event()
+        self.hold = hold
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +46,10 @@ class Stub:
                     stub.headers.append(dict(self.headers))
                     stub.active += 1
                     stub.max_active = max(stub.max_active, stub.active)
+                    stub.lock.notify_all()
+                    stub.lock.wait_for(lambda: stub.max_active >= stub.gather, timeout=30)
+                if stub.hold:
+                    stub.release.wait(30)
                 time.sleep(stub.delay_s)
                 with stub.lock:
                     stub.active -= 1
@@ -59,10 +68,12 @@ class Stub:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.server.block_on_close = False
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -71,8 +82,8 @@ class Stub:
 def stub():
     made = []
 
-    def make(plan, delay_s=0.0):
-        made.append(Stub(plan, delay_s))
+    def make(plan, delay_s=0.0, **kwargs):
+        made.append(Stub(plan, delay_s, **kwargs))
         return made[-1]
 
     yield make
@@ -117,7 +128,7 @@ def test_unreachable_server_is_an_error_reply_not_an_exception(stub):
 
 
 def test_timeout_is_retried(stub):
-    server = stub(lambda attempt, body: (200, "late"), delay_s=0.5)
+    server = stub(lambda attempt, body: (200, "late"), hold=True)
     teacher = OpenAITeacher(server.url, "m", api_key_env=None, retries=1, backoff_s=0.01, timeout_s=0.1)
     reply = teacher.chat([_text_request()])[0]
     assert not reply.ok and "timed out" in reply.error.lower()
@@ -125,20 +136,17 @@ def test_timeout_is_retried(stub):
 
 
 def test_concurrency_limit_is_respected_and_order_kept(stub):
-    server = stub(lambda attempt, body: (200, body["messages"][0]["content"]), delay_s=0.15)
+    server = stub(lambda attempt, body: (200, body["messages"][0]["content"]), delay_s=0.05, gather=3)
     teacher = OpenAITeacher(server.url, "m", api_key_env=None, max_concurrency=3, **FAST)
     requests = [_text_request(f"q{i}") for i in range(9)]
-    started = time.perf_counter()
     replies = teacher.chat(requests)
-    elapsed = time.perf_counter() - started
     assert [r.text for r in replies] == [f"q{i}" for i in range(9)] and server.attempts == 9
     assert server.max_active == 3  # never more than the limit, and the limit was used
-    assert elapsed >= 3 * 0.15  # 9 requests through 3 slots: at least 3 waves
 
 
 def test_concurrency_limit_holds_across_callers(stub):
     """Two stages sharing one teacher from two threads still keep max_concurrency requests in flight."""
-    server = stub(lambda attempt, body: (200, "ok"), delay_s=0.1)
+    server = stub(lambda attempt, body: (200, "ok"), delay_s=0.05, gather=2)
     teacher = OpenAITeacher(server.url, "m", api_key_env=None, max_concurrency=2, **FAST)
     callers = [threading.Thread(target=teacher.chat, args=([_text_request()] * 4,)) for _ in range(2)]
     for t in callers:
