@@ -52,18 +52,19 @@ def parse_args() -> argparse.Namespace:
 
 def load(args: argparse.Namespace, device: torch.device, tmp: str):
     """The policy (EOS banned, so completions run to full length) and its dtype name."""
+    from data_pipelines.synthetic.shapes import WORDS
     from vlrl.config import ModelConfig
     from vlrl.models.policy import load_policy
     from vlrl.models.tiny import build_random_model, build_tiny_model
 
     pixels = args.image_size**2
     if args.tiny:
-        path, dtype = build_tiny_model(Path(tmp) / "tiny"), "float32"
+        path, dtype = build_tiny_model(Path(tmp) / "tiny", words=WORDS), "float32"
     else:
         path, dtype = Path(args.model_dir or Path(tmp) / args.like), "bfloat16"
         if not (path / "config.json").exists():
             start = time.perf_counter()
-            build_random_model(path, like=args.like, dtype=dtype, min_pixels=pixels, max_pixels=pixels)
+            build_random_model(path, like=args.like, words=WORDS, dtype=dtype, min_pixels=pixels, max_pixels=pixels)
             print(f"built random {args.like} in {path} ({time.perf_counter() - start:.0f} s)")
     cfg = ModelConfig(dtype=dtype, attn_implementation="sdpa", min_pixels=pixels, max_pixels=pixels)
     policy = load_policy(cfg, path, device)

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
 
-    from data_pipelines.synthetic.shapes import shape_rows
+    from data_pipelines.synthetic.shapes import WORDS, shape_rows
     from vlrl.config import ModelConfig, RolloutConfig
     from vlrl.data import PromptEncoder, validate_row
     from vlrl.models.policy import load_policy
@@ -40,7 +40,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
-        policy = load_policy(ModelConfig(), build_tiny_model(tmp))
+        policy = load_policy(ModelConfig(), build_tiny_model(tmp, words=WORDS))
     half = args.prompts // 2
     raw = shape_rows("colour", half, seed=0) + shape_rows("count", args.prompts - half, seed=0)
     rows = [validate_row(r, i) for i, r in enumerate(raw)]

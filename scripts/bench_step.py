@@ -60,15 +60,16 @@ def write_rows(out: Path, n: int, size: int) -> Path:
 
 
 def model_path(args: argparse.Namespace, tmp: Path) -> Path:
+    from data_pipelines.synthetic.shapes import WORDS
     from vlrl.models.tiny import build_random_model, build_tiny_model
 
     if args.tiny:
-        return build_tiny_model(tmp / "tiny")
+        return build_tiny_model(tmp / "tiny", words=WORDS)
     path = Path(args.model_dir or tmp / args.like)
     if not (path / "config.json").exists():
         start = time.perf_counter()
         pixels = args.image_size**2
-        build_random_model(path, like=args.like, dtype="bfloat16", min_pixels=pixels, max_pixels=pixels)
+        build_random_model(path, like=args.like, words=WORDS, dtype="bfloat16", min_pixels=pixels, max_pixels=pixels)
         print(f"built random {args.like} in {path} ({time.perf_counter() - start:.0f} s)")
     return path
 

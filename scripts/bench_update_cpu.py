@@ -39,7 +39,7 @@ def main() -> None:
 
     from accelerate import Accelerator
 
-    from data_pipelines.synthetic.shapes import shape_rows
+    from data_pipelines.synthetic.shapes import WORDS, shape_rows
     from vlrl.config import AlgorithmConfig, ModelConfig, RolloutConfig
     from vlrl.data import PromptEncoder, validate_row
     from vlrl.models.policy import load_policy
@@ -52,7 +52,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(ModelConfig(freeze_vision=False, gradient_checkpointing=args.checkpointing),
-                             build_tiny_model(tmp))
+                             build_tiny_model(tmp, words=WORDS))
     half = args.prompts // 2
     raw = shape_rows("colour", half, seed=0) + shape_rows("count", args.prompts - half, seed=0)
     batch = PromptEncoder(policy.processor, 56 * 56, 112 * 112)([validate_row(r, i) for i, r in enumerate(raw)],

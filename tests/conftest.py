@@ -26,9 +26,10 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
+    from data_pipelines.synthetic.shapes import WORDS
     from vlrl.models.tiny import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"), words=WORDS, seed=0)
 
 
 @pytest.fixture(scope="session")

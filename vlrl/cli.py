@@ -56,9 +56,14 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from vlrl.data.vocab import UnknownTokensError
     from vlrl.trainer import Trainer
 
-    trainer = Trainer(cfg, resume=bool(args.resume))
+    try:
+        trainer = Trainer(cfg, resume=bool(args.resume))
+    except UnknownTokensError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     result = trainer.fit()
     trainer.close()
     if trainer.accelerator.is_main_process:
@@ -144,14 +149,47 @@ def _rewards_list(args: argparse.Namespace) -> int:
 def _models_tiny(args: argparse.Namespace) -> int:
     from vlrl.models.tiny import build_tiny_model
 
-    print(build_tiny_model(args.out, seed=args.seed, min_pixels=args.min_pixels, max_pixels=args.max_pixels))
+    try:
+        words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: --vocab-from: {e}", file=sys.stderr)
+        return 2
+    print(build_tiny_model(args.out, words=words, seed=args.seed, min_pixels=args.min_pixels,
+                           max_pixels=args.max_pixels))
     return 0
 
 
+def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, prompt_suffix: str) -> list[str]:
+    """The texts whose words make a tiny model's vocabulary: those of `splits` of the dataset at `data` (splits
+    it lacks are skipped; at least one must exist), else the built-in synthetic set's words."""
+    from vlrl.data.schema import SchemaError, load_rows
+    from vlrl.data.vocab import dataset_texts
+
+    if not data:
+        from data_pipelines.synthetic.shapes import WORDS
+
+        return [*WORDS, system_prompt, prompt_suffix]
+    found, missing = [], []
+    for split in splits:
+        try:
+            found.append(load_rows(data, split))
+        except SchemaError as e:
+            if "no split" not in str(e) and "no parquet files for split" not in str(e):
+                raise
+            missing.append(split)
+    if not found:
+        raise ValueError(f"{data} has none of the splits {splits}")
+    if missing:
+        print(f"--vocab-from: {data} has no split {missing}; using {[s for s in splits if s not in missing]}",
+              file=sys.stderr)
+    return list(dataset_texts(found, system_prompt, prompt_suffix))
+
+
 def _models_random(args: argparse.Namespace) -> int:
+    from data_pipelines.synthetic.shapes import WORDS
     from vlrl.models.tiny import build_random_model
 
-    print(build_random_model(args.out, like=args.like, dtype=args.dtype, seed=args.seed))
+    print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed))
     return 0
 
 
@@ -337,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
     tiny.add_argument("--min-pixels", type=int, default=56 * 56, help="processor min_pixels (default 3136)")
     tiny.add_argument("--max-pixels", type=int, default=112 * 112, help="processor max_pixels (default 12544)")
+    tiny.add_argument("--vocab-from", metavar="DATA", default=None,
+                      help="schema-v1 dataset (save_to_disk directory or parquet) whose problems and answers give the "
+                      "word vocabulary, as model.path=tiny does for training data (default: the built-in synthetic "
+                      "set's words)")
+    tiny.add_argument("--splits", nargs="+", default=["train", "test"],
+                      help="splits of --vocab-from read for words (default: train test; absent ones are skipped)")
+    tiny.add_argument("--system-prompt", default="", help="also add the words of this system prompt (data.system_prompt)")
+    tiny.add_argument("--prompt-suffix", default="", help="also add the words of this suffix (data.prompt_suffix)")
     tiny.set_defaults(fn=_models_tiny)
     rand = models.add_parser("random", help="write a random-weight model with a released model's exact shape")
     rand.add_argument("out", help="output directory")

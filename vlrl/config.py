@@ -29,7 +29,8 @@ class ModelConfig:
     path: str = option(
         "tiny",
         "HF-format checkpoint directory or hub id of a Qwen2.5-VL model; 'tiny' builds a tiny random "
-        "Qwen2.5-VL offline into <output_dir>/tiny_model.",
+        "Qwen2.5-VL offline into <output_dir>/tiny_model, its word vocabulary taken from the data (the problems "
+        "and answers of the train and eval splits, data.system_prompt and data.prompt_suffix).",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
     attn_implementation: str = option("sdpa", "Attention kernel passed to transformers: sdpa, eager, flash_attention_2.")
@@ -80,6 +81,11 @@ class DataConfig:
     )
     system_prompt: str = option("", "Optional system message prepended to every prompt.")
     prompt_suffix: str = option("", "Text appended to every problem (e.g. an instruction about answer tags).")
+    unknown_tokens: Literal["error", "drop", "ignore"] = option(
+        "error", "Rows whose problem or answer the model's tokenizer encodes as its unknown token (a word-level "
+        "vocabulary that lacks their words; byte-level tokenizers have none): 'error' stops before training and "
+        "names them, 'drop' trains without them (logged), 'ignore' trains on them as they are.",
+    )
     max_eval_rows: int = option(256, "At most this many held-out rows are evaluated.")
     synthetic_train_rows: int = option(4000, "Rows per task in the generated synthetic training split.")
     synthetic_eval_rows: int = option(128, "Rows per task in the generated synthetic held-out split.")

@@ -35,6 +35,7 @@ from vlrl.checkpoint import (
 from vlrl.config import Config
 from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
+from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.policy import load_policy
 from vlrl.perf import peak_tflops, update_flops
@@ -78,7 +79,9 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
         self.train_rows, self.eval_rows = self._load_data()
-        self.start_step = self._setup_model(self._model_path(), ckpt)
+        base_path = self._model_path()
+        self.train_rows, self.eval_rows = self._check_vocabulary(base_path)
+        self.start_step = self._setup_model(base_path, ckpt)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
@@ -104,10 +107,32 @@ class Trainer:
         if self.accelerator.is_main_process and not (path / "config.json").exists():
             from vlrl.models.tiny import build_tiny_model
 
-            build_tiny_model(path, seed=self.cfg.trainer.seed, min_pixels=self.cfg.model.min_pixels,
-                             max_pixels=self.cfg.model.max_pixels)
+            build_tiny_model(path, words=self._tiny_words(), seed=self.cfg.trainer.seed,
+                             min_pixels=self.cfg.model.min_pixels, max_pixels=self.cfg.model.max_pixels)
         self.accelerator.wait_for_everyone()
         return path
+
+    def _tiny_words(self) -> list[str]:
+        """The texts whose words make the tiny model's vocabulary. The built-in synthetic set's fixed word list
+        keeps the demo's vocabulary (and so its model) the same whatever rows were drawn; any other dataset
+        gives the words of its problems and answers."""
+        d = self.cfg.data
+        if d.path == "synthetic":
+            from data_pipelines.synthetic.shapes import WORDS
+
+            return [*WORDS, d.system_prompt, d.prompt_suffix]
+        return list(dataset_texts([self.train_rows, self.eval_rows], d.system_prompt, d.prompt_suffix))
+
+    def _check_vocabulary(self, model_path):
+        """Train and eval rows after `data.unknown_tokens`: the tokenizer must be able to write every problem
+        and answer (checked before the model loads)."""
+        from transformers import AutoTokenizer
+
+        d = self.cfg.data
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        splits = check_unknown_tokens(tokenizer, {"train": self.train_rows, "eval": self.eval_rows},
+                                      d.unknown_tokens, d.system_prompt, d.prompt_suffix)
+        return splits["train"], splits["eval"]
 
     def _load_data(self):
         d = self.cfg.data

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.gpu
 def test_qwen2_5_vl_3b_recipe_runs_two_steps(tmp_path, shapes_dir):
+    from data_pipelines.synthetic.shapes import WORDS
     from vlrl.models.tiny import build_random_model
 
-    model_dir = build_random_model(tmp_path / "qwen3b_random", like="qwen2.5-vl-3b")
+    model_dir = build_random_model(tmp_path / "qwen3b_random", like="qwen2.5-vl-3b", words=WORDS)
     cfg = load_config(Config, ROOT / "configs" / "qwen2_5_vl_3b_grpo.yaml", [
         f"model.path={model_dir}", f"data.path={shapes_dir}", f"trainer.output_dir={tmp_path / 'run'}",
         "trainer.total_steps=2", "trainer.eval_every=0", "trainer.save_every=0", "rollout.max_new_tokens=64",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from data_pipelines.synthetic.shapes import WORDS
 from vlrl.config import RolloutConfig
 from vlrl.models.tiny import build_tiny_tokenizer
 from vlrl.rollout.engine import bucket_for, buckets, use_cuda_graphs
@@ -33,7 +34,7 @@ def test_cut_after_stop_takes_the_earliest_end():
 
 
 def test_stop_checker_sees_strings_spanning_tokens():
-    tok = build_tiny_tokenizer()
+    tok = build_tiny_tokenizer(WORDS)
     ids = tok.convert_tokens_to_ids
     # Row 0: "what colour is red" -> "is red" completes at its 4th token. Row 1: "red" alone, never "is red".
     rows = [[ids(w) for w in "what colour is red".split()], [ids(w) for w in "red red red red".split()]]

@@ -2,18 +2,21 @@
 exact shape of the released models for GPU benchmarks.
 
 Both use the real transformers classes (`Qwen2_5_VLForConditionalGeneration`, `Qwen2_5_VLProcessor`), so the
-training code path is the one a real checkpoint takes. The tiny model has a word-level vocabulary (about 60
-tokens) in which every answer and the `<answer>`/`</answer>` tags are single tokens: that is what makes RL
-from random initialisation feasible in a few minutes on a CPU.
+training code path is the one a real checkpoint takes. The tiny model has a word-level vocabulary in which
+every answer and the `<answer>`/`</answer>` tags are single tokens: that is what makes RL from random
+initialisation feasible in a few minutes on a CPU. The vocabulary's words are passed in (the trainer takes them
+from the dataset it trains on, see :func:`words_of`); text is split into words and punctuation, keeping
+word-internal hyphens, dots, apostrophes and slashes, so an answer such as `top-left`, `3.5` or `don't` is one
+token and `shape?` is `shape` + `?`.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-
-from data_pipelines.synthetic.shapes import WORDS
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # pad and bos, as in Qwen2.5
@@ -58,20 +61,57 @@ RELEASED_SHAPES = {
 }
 
 
-def tiny_vocabulary() -> list[str]:
-    """Token strings of the tiny tokenizer, id = position."""
-    words = sorted(set(WORDS) | set(CHAT_WORDS))
-    return SPECIAL_TOKENS + TAG_TOKENS + words
+# One word: letters/digits, optionally joined by single inner - . ' / ("top-left", "3.5", "don't", "km/h"); any
+# other non-space character is a word of its own ("?", ",", "(", "%").
+WORD_PATTERN = r"\w+(?:[-.'/]\w+)*|[^\w\s]"
 
 
-def build_tiny_tokenizer():
-    """A word-level fast tokenizer with Qwen2.5's special tokens (returns a transformers tokenizer)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def _pre_tokenizer():
+    """Whitespace split, then each piece cut into WORD_PATTERN matches (they cover every non-space
+    character, so no piece is dropped)."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"),
+    ])
+
+
+_TAG_OR_SPECIAL = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS + TAG_TOKENS))
+
+
+def words_of(texts: Iterable[str]) -> list[str]:
+    """The words the tiny tokenizer cuts `texts` into, first-seen order, without the special and tag tokens
+    (those split out of running text before the words do).
+
+    >>> words_of(["Is the shape top-left?", "<answer>3.5</answer>"])
+    ['Is', 'the', 'shape', 'top-left', '?', '3.5']
+    """
+    split = _pre_tokenizer().pre_tokenize_str
+    seen: dict[str, None] = {}
+    for text in texts:
+        for piece in _TAG_OR_SPECIAL.split(text):
+            seen.update((word, None) for word, _ in split(piece))
+    return list(seen)
+
+
+def tiny_vocabulary(words: Iterable[str]) -> list[str]:
+    """Token strings of the tiny tokenizer, id = position: special tokens, tags, then the words of `words`
+    (split as the tokenizer splits text) and the chat template's role words, sorted."""
+    reserved = set(SPECIAL_TOKENS) | set(TAG_TOKENS)
+    vocab = sorted((set(words_of(words)) | set(CHAT_WORDS)) - reserved)
+    return SPECIAL_TOKENS + TAG_TOKENS + vocab
+
+
+def build_tiny_tokenizer(words: Iterable[str]):
+    """A word-level fast tokenizer with Qwen2.5's special tokens and the vocabulary of `words` (returns a
+    transformers tokenizer); any other word encodes as `<unk>`."""
+    from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(tiny_vocabulary())}
+    vocab = {tok: i for i, tok in enumerate(tiny_vocabulary(words))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.pre_tokenizer = _pre_tokenizer()
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with single spaces
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -141,11 +181,13 @@ TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, o
                    fullatt_block_indexes=[1], window_size=56, initializer_range=TINY_INIT_STD)
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112) -> Path:
-    """Write a tiny random Qwen2.5-VL checkpoint (config, weights, tokenizer, processor) to `out_dir`."""
+def build_tiny_model(out_dir: str | Path, *, words: Iterable[str], seed: int = 0, min_pixels: int = 56 * 56,
+                     max_pixels: int = 112 * 112) -> Path:
+    """Write a tiny random Qwen2.5-VL checkpoint (config, weights, tokenizer, processor) to `out_dir`, its
+    vocabulary the words of `words` (texts; e.g. every problem and answer of the data it will train on)."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(words)
     config = qwen2_5_vl_config(tokenizer, dict(TINY_TEXT, vocab_size=len(tokenizer)), TINY_VISION)
     config.initializer_range = TINY_INIT_STD
     torch.manual_seed(seed)
@@ -153,16 +195,16 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, min_pixels: int = 56 * 
     return _save(model, build_processor(tokenizer, min_pixels, max_pixels), out_dir)
 
 
-def build_random_model(out_dir: str | Path, like: str, dtype: str = "bfloat16", seed: int = 0,
+def build_random_model(out_dir: str | Path, like: str, *, words: Iterable[str], dtype: str = "bfloat16", seed: int = 0,
                        min_pixels: int = 256 * 28 * 28, max_pixels: int = 1280 * 28 * 28) -> Path:
     """Write a random-weight checkpoint with the exact layout of a released model (`like`, e.g.
-    'qwen2.5-vl-3b'), with the tiny word-level tokenizer padded to the real vocabulary size."""
+    'qwen2.5-vl-3b'), with the tiny word-level tokenizer of `words` padded to the real vocabulary size."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     if like not in RELEASED_SHAPES:
         raise ValueError(f"unknown model shape {like!r}; known: {sorted(RELEASED_SHAPES)}")
     shape = RELEASED_SHAPES[like]
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(words)
     config = qwen2_5_vl_config(tokenizer, shape["text"], shape["vision"])
     torch.manual_seed(seed)
     with torch.device("cpu"):
