@@ -8,6 +8,10 @@ reply cache (``<output_dir>/teacher_cache.sqlite``), so rerunning a build — af
 change to a later stage — sends only the requests that have no reply yet. Each stage's output is saved
 under ``<output_dir>/stages/`` for inspection. Curate filters every collected row (the RL set needs no chain)
 and takes the chain set from the rows that survived verify.
+
+With no teacher (``teacher.kind: none``, the default) the build is RL-only: a teacher stage runs only when its
+resolved teacher is not ``none``, and verify only when some row has a chain to check, so the card lists collect
+and curate and no row is dropped for a stage that had nothing to do.
 """
 
 from __future__ import annotations
@@ -45,9 +49,18 @@ def make_teacher(cfg: TeacherConfig):
         from data_pipelines.teachers.local import LocalTeacher
 
         return LocalTeacher(cfg.model)
-    from data_pipelines.teachers.programmatic import ProgrammaticTeacher
+    if cfg.kind == "programmatic":
+        from data_pipelines.teachers.programmatic import ProgrammaticTeacher
 
-    return ProgrammaticTeacher()
+        return ProgrammaticTeacher()
+    raise ValueError(f"no teacher for teacher.kind={cfg.kind!r}")
+
+
+def teacher_stages(cfg: BuildConfig) -> dict[str, TeacherConfig]:
+    """The teacher stages that run, with their resolved teachers: enabled and with a teacher other than none."""
+    resolved = {name: make_teacher_config(cfg.teacher, getattr(cfg, name).teacher)
+                for name in ("caption", "distill", "rewrite") if getattr(cfg, name).enabled}
+    return {name: teacher for name, teacher in resolved.items() if teacher.kind != "none"}
 
 
 def validate(cfg: BuildConfig) -> None:
@@ -70,14 +83,11 @@ def validate(cfg: BuildConfig) -> None:
         raise ConfigError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
     if cfg.pass_rate.enabled and not cfg.pass_rate.model:
         raise ConfigError("pass_rate.enabled needs pass_rate.model (the policy checkpoint to measure)")
-    for name in ("caption", "distill", "rewrite"):
-        stage = getattr(cfg, name)
-        if stage.enabled:
-            try:
-                load_template(name, stage.prompt_file)
-            except FileNotFoundError as e:
-                raise ConfigError(f"{name}.prompt_file: {e}") from e
-            make_teacher_config(cfg.teacher, stage.teacher)
+    for name in teacher_stages(cfg):
+        try:
+            load_template(name, getattr(cfg, name).prompt_file)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{name}.prompt_file: {e}") from e
 
 
 def make_teacher_config(base: TeacherConfig, overrides: dict) -> TeacherConfig:
@@ -87,8 +97,8 @@ def make_teacher_config(base: TeacherConfig, overrides: dict) -> TeacherConfig:
         raise ConfigError(f"teacher overrides: unknown keys {unknown}; valid: "
                           f"{[f.name for f in dataclasses.fields(TeacherConfig)]}")
     cfg = dataclasses.replace(base, **overrides)
-    if cfg.kind not in ("openai", "local", "programmatic"):
-        raise ConfigError(f"teacher.kind must be 'openai', 'local' or 'programmatic', got {cfg.kind!r}")
+    if cfg.kind not in ("none", "openai", "local", "programmatic"):
+        raise ConfigError(f"teacher.kind must be 'none', 'openai', 'local' or 'programmatic', got {cfg.kind!r}")
     if cfg.kind in ("openai", "local") and not cfg.model:
         raise ConfigError(f"teacher.model: the {cfg.kind} teacher needs "
                           + ("a model name" if cfg.kind == "openai" else "a checkpoint path"))
@@ -139,18 +149,19 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
         return result.ds
 
     teachers: dict[tuple, object] = {}  # one per distinct resolved section: a local model is loaded once
+    running = teacher_stages(cfg)
     try:
         collected = record("collect", None, collect(cfg))
         ds = collected
         for name, fn in (("caption", caption), ("distill", distill), ("rewrite", rewrite)):
-            stage_cfg = getattr(cfg, name)
-            if stage_cfg.enabled:
-                resolved = make_teacher_config(cfg.teacher, stage_cfg.teacher)
+            if name in running:
+                resolved = running[name]
                 key = dataclasses.astuple(resolved)
                 if key not in teachers:
                     teachers[key] = make_teacher(resolved)
-                ds = record(name, ds, fn(ds, teachers[key], cache, stage_cfg, batch_size=resolved.batch_size))
-        if cfg.verify.enabled:
+                ds = record(name, ds, fn(ds, teachers[key], cache, getattr(cfg, name), batch_size=resolved.batch_size))
+        # Without a chain there is nothing to verify: running it would "drop" every row for want of one.
+        if cfg.verify.enabled and any(chain.strip() for chain in ds["reasoning"]):
             ds = record("verify", ds, verify(ds, cfg.verify))
         result, sets = curate(collected, ds, cfg.curate, seed=cfg.seed)
         record("curate", collected, result)
@@ -166,6 +177,8 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
     datasets.DatasetDict(train=sets["chains"]).save_to_disk(str(out / "chains"))
     card = {
         "config": config_name or "defaults",
+        # what made the chains: the teacher of each teacher stage that ran; {} is an RL-only build
+        "teachers": {name: teacher.kind for name, teacher in running.items()},
         "stages": stages,
         "dropped": len(drops),
         "outputs": {"rl_train": histogram(sets["rl"]["train"]), "rl_test": histogram(sets["rl"]["test"]),

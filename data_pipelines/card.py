@@ -72,8 +72,13 @@ def write_card(out_dir: Path, card: dict, drops: list[Drop]) -> None:
 
 
 def render(card: dict) -> str:
-    lines = ["# Dataset card", "", f"Built by `vlrl data build` with `{card['config']}`.", "",
-             "## Stages", "", "| stage | rows in | rows out | dropped (reason: count) | teacher requests |",
+    lines = ["# Dataset card", "", f"Built by `vlrl data build` with `{card['config']}`.", ""]
+    if not card.get("teachers"):
+        lines += ["RL-only build: no teacher was configured (`teacher.kind: none`), so no caption, distill, rewrite "
+                  "or verify stage ran and no reasoning chains were made; the RL set is every curated row.", ""]
+    else:
+        lines += ["Teachers: " + ", ".join(f"{stage} {kind}" for stage, kind in card["teachers"].items()) + ".", ""]
+    lines += ["## Stages", "", "| stage | rows in | rows out | dropped (reason: count) | teacher requests |",
              "|---|---|---|---|---|"]
     for s in card["stages"]:
         dropped = ", ".join(f"{step}/{r}: {n}" if step != s["stage"] else f"{r}: {n}"

@@ -15,10 +15,12 @@ from vlrl.config import option
 @dataclass
 class TeacherConfig:
     kind: str = option(
-        "programmatic",
-        "Teacher backend: 'openai' (any OpenAI-compatible chat-completions server, e.g. `vlrl serve`), "
-        "'local' (a transformers checkpoint run in this process) or 'programmatic' (exact answers from the "
-        "synthetic scenes in each row's meta; only for synthetic sources).",
+        "none",
+        "Teacher backend: 'none' (an RL-only build: the caption, distill and rewrite stages do not run, nor "
+        "does verify when no row has a chain, and no row is dropped for them), 'openai' (any OpenAI-compatible "
+        "chat-completions server, e.g. `vlrl serve`), 'local' (a transformers checkpoint run in this process) "
+        "or 'programmatic' (exact answers from the synthetic scenes in each row's meta; only for synthetic "
+        "sources).",
     )
     base_url: str = option("http://127.0.0.1:8000/v1", "openai: server base URL, up to and including /v1.")
     model: str = option("", "openai: model name sent with each request; local: checkpoint path.")
@@ -35,7 +37,10 @@ class TeacherConfig:
 
 @dataclass
 class TeacherStageConfig:
-    enabled: bool = option(True, "Run this stage (a disabled stage passes rows through unchanged).")
+    enabled: bool = option(
+        True, "Run this stage when it has a teacher (teacher.kind, or this stage's teacher override, is not "
+        "'none'); a disabled stage passes rows through unchanged.",
+    )
     teacher: dict = option(
         {}, "Overrides of the top-level teacher for this stage only (e.g. a VLM captions, a text reasoner distills)."
     )
@@ -54,7 +59,10 @@ class RewriteConfig(TeacherStageConfig):
 
 @dataclass
 class VerifyConfig:
-    enabled: bool = option(True, "Keep only chains whose final answer the accuracy verifier accepts.")
+    enabled: bool = option(
+        True, "Keep only chains whose final answer the accuracy verifier accepts; skipped when no row has a chain "
+        "(an RL-only build).",
+    )
     min_score: float = option(
         0.5, "Accuracy score a chain must reach: vlrl.rewards' `accuracy`, routed by task as in training. "
         "Verifiers of answers are 0/1; grounding scores the IoU, detection its matched-box score, ocr the "
@@ -116,7 +124,7 @@ class BuildConfig:
         "Sources: a list of {kind, name, params}; `vlrl data sources` lists kinds and their params.",
     )
     seed: int = option(0, "Seed of the held-out split (each source takes its own `seed` param where it samples).")
-    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(), metadata={"help": "The default teacher of the caption/distill/rewrite stages."})
+    teacher: TeacherConfig = field(default_factory=lambda: TeacherConfig(), metadata={"help": "The default teacher of the caption/distill/rewrite stages; none by default (an RL-only build)."})
     caption: TeacherStageConfig = field(default_factory=lambda: TeacherStageConfig(max_tokens=512), metadata={"help": "Stage 2: caption each image."})
     distill: TeacherStageConfig = field(default_factory=lambda: TeacherStageConfig(), metadata={"help": "Stage 3: a reasoning chain from caption + question."})
     rewrite: RewriteConfig = field(default_factory=lambda: RewriteConfig(), metadata={"help": "Stage 4: rewrite chains to speak of the image."})

@@ -226,6 +226,8 @@ def _data_build(args: argparse.Namespace) -> int:
         print(f"{s['stage']:>9}: {s['rows_in']:>6} in -> {s['rows_out']:>6} out"
               + (f"  dropped {s['drops']}" if s["drops"] else ""))
     rl, chains = card["outputs"]["rl_train"]["rows"], card["outputs"]["chains"]["rows"]
+    if not card["teachers"]:
+        print("RL-only build: no teacher configured (teacher.kind=none), so no caption/distill/rewrite/verify stage")
     print(f"RL set: {out}/rl ({rl} train, {card['outputs']['rl_test']['rows']} test); reasoning chains: "
           f"{out}/chains ({chains}); card: {out}/README.md; {card['dropped']} dropped rows in {out}/drops.jsonl")
     print(f"train on it: vlrl train data.path={out}/rl model.path=...")

@@ -127,7 +127,8 @@ def test_build_over_http_survives_a_kill_and_repeats_no_answered_request(tiny_mo
 
 
 def test_programmatic_teacher_build_keeps_verified_chains(tmp_path):
-    cfg = load_config(BuildConfig, None, [f"output_dir={tmp_path / 'p'}", f"sources={json.dumps(SOURCES)}"])
+    cfg = load_config(BuildConfig, None, [f"output_dir={tmp_path / 'p'}", f"sources={json.dumps(SOURCES)}",
+                                          "teacher.kind=programmatic"])
     card = build(cfg)
     stages = {s["stage"]: s for s in card["stages"]}
     # Exact captions and chains from the scenes: every chain verifies against the generators' answers.
@@ -138,12 +139,14 @@ def test_programmatic_teacher_build_keeps_verified_chains(tmp_path):
     assert all(json.loads(row["meta"])["caption"] for row in chains)
 
 
-def test_rl_set_trains_with_vlrl_train_unchanged(tiny_model_dir, tmp_path):
+def test_rl_set_trains_with_vlrl_train_unchanged(tmp_path):
     cfg = load_config(BuildConfig, None, [f"output_dir={tmp_path / 'd'}", f"sources={json.dumps(SOURCES)}"])
     build(cfg)
+    # model.path=tiny: the tiny model's vocabulary comes from this set (the digits questions' words are not the
+    # demo's, and unknown words are an error before training).
     run = subprocess.run(
         [sys.executable, "-m", "vlrl.cli", "train", f"data.path={tmp_path / 'd' / 'rl'}",
-         f"model.path={tiny_model_dir}", f"trainer.output_dir={tmp_path / 'run'}", "trainer.total_steps=2",
+         "model.path=tiny", f"trainer.output_dir={tmp_path / 'run'}", "trainer.total_steps=2",
          "trainer.eval_every=2", "data.prompts_per_step=4", "rollout.group_size=2", "model.max_pixels=12544",
          "reward.workers=0"],
         capture_output=True, text=True, timeout=600,

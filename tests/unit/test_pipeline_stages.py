@@ -285,7 +285,35 @@ def test_build_config_mistakes_fail_before_any_teacher_call(tmp_path):
     with pytest.raises(ConfigError, match="teacher.model"):
         validate(load_config(BuildConfig, None, ["teacher.kind=openai"]))
     with pytest.raises(ConfigError, match="distill.prompt_file"):
-        validate(load_config(BuildConfig, None, [f"distill.prompt_file={tmp_path / 'none.txt'}"]))
+        validate(load_config(BuildConfig, None, [f"distill.prompt_file={tmp_path / 'none.txt'}",
+                                                 "teacher.kind=programmatic"]))
+    # Without a teacher the stage does not run, so its prompt file is not needed.
+    validate(load_config(BuildConfig, None, [f"distill.prompt_file={tmp_path / 'none.txt'}"]))
+    with pytest.raises(ConfigError, match="teacher.kind must be 'none', 'openai'"):
+        validate(load_config(BuildConfig, None, ["teacher.kind=gpt"]))
     # Through the CLI: exit code 2 and nothing written.
     assert main(["data", "build", f"output_dir={tmp_path / 'o'}", "curate.dedupe=pixels"]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_without_a_teacher_the_build_is_rl_only_and_drops_nothing(tmp_path):
+    from data_pipelines.build import build
+    from data_pipelines.config import BuildConfig
+    from vlrl.config_loader import load_config
+
+    out = tmp_path / "rl_only"
+    card = build(load_config(BuildConfig, None, [f"output_dir={out}", "sources=[{kind: shapes, params: {rows_per_task: 4}}]",
+                                                 "curate.eval_fraction=0.25"]))
+    # No teacher: caption/distill/rewrite have nothing to ask and verify no chain to check, so none of them runs
+    # and no row is counted as dropped by them (they used to drop every row as teacher_error / no_answer_tag).
+    assert [s["stage"] for s in card["stages"]] == ["collect", "curate"]
+    assert card["teachers"] == {} and card["dropped"] == 0
+    assert card["outputs"]["rl_train"]["rows"] + card["outputs"]["rl_test"]["rows"] == 8
+    assert card["outputs"]["chains"]["rows"] == 0
+    assert "RL-only build" in (out / "README.md").read_text()
+    # A stage given its own teacher still runs in an otherwise teacher-less build.
+    card = build(load_config(BuildConfig, None, [f"output_dir={tmp_path / 'captioned'}",
+                                                 "sources=[{kind: shapes, params: {rows_per_task: 2}}]",
+                                                 "caption.teacher={kind: programmatic}"]))
+    assert [s["stage"] for s in card["stages"]] == ["collect", "caption", "curate"]
+    assert card["teachers"] == {"caption": "programmatic"} and card["dropped"] == 0

@@ -98,10 +98,10 @@ class UnknownTokensError(ValueError):
     """The dataset holds text the model's tokenizer cannot represent, and data.unknown_tokens is 'error'."""
 
 
-FIX = ("Fix: with model.path: tiny the vocabulary is built from the data, so a stale RUN_DIR/tiny_model is the "
-       "cause (use a new trainer.output_dir); for a tiny model built by hand, rebuild it with `vlrl models tiny "
-       "OUT --vocab-from DATA`; or set data.unknown_tokens=drop (train without these rows) or "
-       "data.unknown_tokens=ignore (train on them as they are).")
+FIX = ("Fix: give the tiny model this data's words — model.path=tiny builds it from the data (into a new "
+       "trainer.output_dir: an existing RUN_DIR/tiny_model is reused), or `vlrl models tiny OUT --vocab-from DATA` "
+       "—, use a model whose tokenizer knows these words, or set data.unknown_tokens=drop (train without these "
+       "rows) or data.unknown_tokens=ignore (train on them as they are).")
 
 
 def check_unknown_tokens(tokenizer, splits: dict[str, datasets.Dataset | None], policy: str = "error",
