@@ -314,22 +314,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _data_sources(args: argparse.Namespace) -> int:
-    import dataclasses
     import inspect
 
+    from data_pipelines.sources.params import describe, format_params
     from data_pipelines.sources.registry import SOURCES
 
+    print("A source section is {kind, name, params}; each kind's params (from its options dataclass):")
     for kind, source in SOURCES.items():
         doc = inspect.getdoc(source.load) or ""
-        print(f"{kind}: {doc.splitlines()[0] if doc else ''}")
-        for f in dataclasses.fields(source.options):
-            if f.default is not dataclasses.MISSING:
-                default = f" = {f.default!r}"
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f" = {f.default_factory()!r}"
-            else:
-                default = "  (required)"
-            print(f"    {f.name}: {f.type}{default}")
+        print(f"\n{kind}: {doc.splitlines()[0] if doc else ''}")
+        print("\n".join(format_params(describe(source.options))))
     return 0
 
 

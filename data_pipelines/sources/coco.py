@@ -34,6 +34,7 @@ from data_pipelines.sources.answer_boxes import (
     to_xyxy,
 )
 from data_pipelines.sources.images import ImageProblem, open_image_file
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
 
 KINDS = ("grounding", "detection", "count")
@@ -58,14 +59,16 @@ _IRREGULAR = {
 
 @dataclass(frozen=True)
 class CocoOptions:
-    annotations: str  # COCO-format JSON: {"images": [...], "annotations": [...], "categories": [...]}
-    image_root: str  # folder the images' file_name is relative to
-    kinds: tuple[str, ...] = KINDS  # which question kinds to ask
-    max_per_image: int | None = None  # keep at most this many questions per image (seeded choice)
-    seed: int = 0
-    box_tolerance: float = DEFAULT_TOLERANCE  # pixels a box may overrun the image before it is dropped
-    data_source: str | None = None  # default: "<name>_<kind>", so each kind is its own metric
-    templates: Mapping[str, str] | None = None  # question wording per kind ({category}, {categories})
+    annotations: str = param('COCO-format JSON: {"images": [...], "annotations": [...], "categories": [...]}')
+    image_root: str = param("folder the images' file_name is relative to")
+    kinds: tuple[str, ...] = param(f"which question kinds to ask, of {list(KINDS)}", KINDS)
+    max_per_image: int | None = param("keep at most this many questions per image (seeded choice)", None)
+    seed: int = param("seed of the max_per_image choice", 0)
+    box_tolerance: float = param("pixels a box may overrun the image before it is dropped", DEFAULT_TOLERANCE)
+    data_source: str | None = param("constant data_source; default: '<name>_<kind>', so each kind is its own "
+                                    "metric", None)
+    templates: Mapping[str, str] | None = param("question wording per kind ({category}, {categories} are "
+                                                "replaced)", None)
 
 
 @dataclass

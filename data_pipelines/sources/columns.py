@@ -19,6 +19,7 @@ from typing import Any
 from data_pipelines.records import SourceResult
 from data_pipelines.sources.annotations import SourceError
 from data_pipelines.sources.images import ImageProblem
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
 
 REQUIRED = ("image", "problem", "answer")
@@ -26,18 +27,27 @@ REQUIRED = ("image", "problem", "answer")
 
 @dataclass(frozen=True)
 class Columns:
-    """Which input column holds each schema field; None: the field has no column."""
+    """Which input column holds each schema field (the keys of a source's ``columns`` param); None: the field
+    has no column."""
 
-    image: str
-    problem: str
-    answer: str
-    id: str | None = None
-    task: str | None = None
-    data_source: str | None = None
-    reasoning: str | None = None
-    reward: str | None = None
-    # Columns copied into ``meta``; None copies every column not mapped above (provenance is cheap).
-    meta: tuple[str, ...] | None = None
+    image: str = param(
+        "column of the row's images (schema field `images`; the key `images` is accepted too): a path relative to "
+        "image_root, an image, or several as a list, a JSON list or paths joined by image_sep")
+    problem: str = param("column of the question (`problem`); `<image>` in it marks where the images go")
+    answer: str = param("column of the ground truth (`answer`); numbers and box lists are written as JSON text")
+    id: str | None = param("column of a record id; row ids are '<source name>:<id>' (default: the record's index)",
+                           None)
+    task: str | None = param(
+        "column of the task, which routes the rewards (count, mcq, yes_no, grounding, ...); an empty cell takes the "
+        "source's `task` param", None)
+    data_source: str | None = param(
+        "column of the data_source (metrics and sampling weights per source); an empty cell takes the "
+        "`data_source` param", None)
+    reasoning: str | None = param("column of a reasoning chain shipped with the data (`reasoning`)", None)
+    reward: str | None = param("column of a per-row reward override, a JSON object (`reward`)", None)
+    # None copies every column not mapped above (provenance is cheap).
+    meta: tuple[str, ...] | None = param("columns copied into the row's `meta`; default: every column not mapped "
+                                         "above", None)
 
     def mapped(self) -> list[str]:
         out = [getattr(self, f.name) for f in fields(self) if f.name != "meta"]
@@ -52,6 +62,10 @@ def columns_from_mapping(mapping: Mapping[str, Any] | Columns, where: str) -> Co
     if not isinstance(mapping, Mapping):
         raise SourceError(f"{where}: 'columns' must be a mapping of schema field -> column name")
     valid = [f.name for f in fields(Columns)]
+    if "images" in mapping:  # the schema field's own name, as a user reading the schema would write it
+        if "image" in mapping:
+            raise SourceError(f"{where}: the column mapping names both 'image' and 'images'; keep one")
+        mapping = {("image" if k == "images" else k): v for k, v in mapping.items()}
     unknown = sorted(set(mapping) - set(valid))
     if unknown:
         raise SourceError(f"{where}: unknown column mapping keys {unknown}; valid keys: {valid}")

@@ -19,26 +19,29 @@ from typing import Any
 from data_pipelines.records import SourceResult
 from data_pipelines.sources.annotations import SourceError, existing_path, progress, read_records
 from data_pipelines.sources.columns import (
+    Columns,
     RowDefaults,
     add_record,
     check_columns_present,
     columns_from_mapping,
 )
 from data_pipelines.sources.images import load_image
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds
 
 
 @dataclass(frozen=True)
 class FolderOptions:
-    annotations: str  # the .jsonl / .json / .csv annotation file
-    columns: Mapping[
-        str, Any
-    ]  # schema field -> column, e.g. {"image": "file_name", "problem": "question", ...}
-    image_root: str | None = None  # images are relative to this folder; default: the annotation file's folder
-    task: str | None = None  # constant task when there is no task column (or its cell is empty)
-    data_source: str | None = None  # constant data_source; default: the source's name
-    image_sep: str = ";"  # separator of several image paths in one string cell
-    allow_no_image: bool = False  # keep records with an empty image cell as text-only rows
+    annotations: str = param("the .jsonl / .json / .csv annotation file, one record per row")
+    columns: Mapping[str, Any] = param(
+        "schema field -> column of the annotation file, e.g. {image: file_name, problem: question, answer: gt}; "
+        "image, problem and answer are required", keys=Columns)
+    image_root: str | None = param("folder the image paths are relative to; default: the annotation file's folder",
+                                   None)
+    task: str | None = param("constant task when there is no task column (or its cell is empty)", None)
+    data_source: str | None = param("constant data_source; default: the source's name", None)
+    image_sep: str = param("separator of several image paths in one string cell", ";")
+    allow_no_image: bool = param("keep records with an empty image cell as text-only rows (else dropped)", False)
 
 
 def load_folder(options: FolderOptions, name: str = "folder") -> SourceResult:

@@ -24,31 +24,33 @@ from data_pipelines.sources.annotations import (
     progress,
 )
 from data_pipelines.sources.columns import (
+    Columns,
     RowDefaults,
     add_record,
     check_columns_present,
     columns_from_mapping,
 )
 from data_pipelines.sources.images import load_image
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds
 
 
 @dataclass(frozen=True)
 class HFOptions:
-    columns: Mapping[
-        str, Any
-    ]  # schema field -> dataset column, e.g. {"image": "image", "problem": "question"}
-    path: str | None = None  # save_to_disk folder, .parquet file or folder of parquet files
-    hub_id: str | None = None  # a hub dataset id, loaded with datasets.load_dataset (network) only when given
-    config: str | None = None  # hub dataset configuration name
-    revision: str | None = None  # hub revision (commit, tag or branch)
-    split: str = "train"  # split of a DatasetDict, hub dataset or parquet folder
-    image_root: str | None = None  # folder that relative image paths are under
-    task: str | None = None  # constant task when there is no task column (or its cell is empty)
-    data_source: str | None = None  # constant data_source; default: the source's name
-    image_sep: str = ";"
-    allow_no_image: bool = False
-    limit: int | None = None  # read at most this many records (a quick look at a large set)
+    columns: Mapping[str, Any] = param(
+        "schema field -> dataset column, e.g. {image: image, problem: question, answer: answer}; image, problem "
+        "and answer are required", keys=Columns)
+    path: str | None = param("save_to_disk folder, .parquet file or folder of parquet files (or give hub_id)", None)
+    hub_id: str | None = param("a hub dataset id, loaded with datasets.load_dataset (network) only when given", None)
+    config: str | None = param("hub dataset configuration name", None)
+    revision: str | None = param("hub revision (commit, tag or branch)", None)
+    split: str = param("split of a DatasetDict, hub dataset or parquet folder", "train")
+    image_root: str | None = param("folder that relative image paths are under", None)
+    task: str | None = param("constant task when there is no task column (or its cell is empty)", None)
+    data_source: str | None = param("constant data_source; default: the source's name", None)
+    image_sep: str = param("separator of several image paths in one string cell", ";")
+    allow_no_image: bool = param("keep records with no image as text-only rows (else dropped)", False)
+    limit: int | None = param("read at most this many records (a quick look at a large set)", None)
 
 
 def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:

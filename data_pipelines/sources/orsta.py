@@ -44,6 +44,7 @@ from data_pipelines.sources.answer_boxes import (
 )
 from data_pipelines.sources.columns import plain_value
 from data_pipelines.sources.images import ImageProblem, load_image
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
 
 REQUIRED_COLUMNS = ("prompt", "images", "reward_model")
@@ -54,14 +55,14 @@ _ANSWER_TAG_RE = re.compile(r"^\s*<answer>(.*)</answer>\s*$", re.DOTALL)
 
 @dataclass(frozen=True)
 class OrstaOptions:
-    path: str  # a parquet file or a folder of them
-    split: str | None = None  # in a folder, only files named for (or under a folder named) this split
-    gt_box_frame: str = "auto"  # detection ground truth: "auto", "rel1000" (0-1000 normalised) or "abs"
-    task_by_verifier: Mapping[str, str] | None = None  # verifier -> task, over DEFAULT_TASKS
-    data_source: str | None = None  # constant data_source; default: the data_source column, else the name
-    image_root: str | None = None  # folder that relative image paths are under (images stored as paths)
-    box_tolerance: float = DEFAULT_TOLERANCE
-    limit: int | None = None  # read at most this many rows
+    path: str = param("a parquet file or a folder of them")
+    split: str | None = param("in a folder, only files named for (or under a folder named) this split", None)
+    gt_box_frame: str = param("detection ground truth: 'auto', 'rel1000' (0-1000 normalised) or 'abs'", "auto")
+    task_by_verifier: Mapping[str, str] | None = param("verifier -> task, over the default routing", None)
+    data_source: str | None = param("constant data_source; default: the data_source column, else the name", None)
+    image_root: str | None = param("folder that relative image paths are under (images stored as paths)", None)
+    box_tolerance: float = param("pixels a box may overrun the image before it is dropped", DEFAULT_TOLERANCE)
+    limit: int | None = param("read at most this many rows", None)
 
 
 def load_orsta(options: OrstaOptions, name: str = "orsta") -> SourceResult:

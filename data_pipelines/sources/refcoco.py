@@ -31,6 +31,7 @@ from data_pipelines.sources.answer_boxes import (
     to_xyxy,
 )
 from data_pipelines.sources.images import ImageProblem, load_image
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
 
 IMAGE_KEYS = ("image", "file_name", "image_path", "img_path")
@@ -42,13 +43,15 @@ DEFAULT_TEMPLATE = 'Locate "{expression}" in the image and output its bounding b
 
 @dataclass(frozen=True)
 class RefCocoOptions:
-    annotations: str  # JSON list or JSONL of referring-expression records
-    image_root: str | None = None  # folder image paths are relative to; default: the annotation file's folder
-    box_format: str = "xywh"  # "xywh" (COCO-style, RefCOCO's own) or "xyxy"
-    one_row_per_expression: bool = True  # False: only the first expression of each record
-    box_tolerance: float = DEFAULT_TOLERANCE
-    data_source: str | None = None  # default: the source's name
-    template: str = DEFAULT_TEMPLATE  # the question; {expression} is replaced
+    annotations: str = param("JSON list or JSONL of referring-expression records")
+    image_root: str | None = param("folder image paths are relative to; default: the annotation file's folder",
+                                   None)
+    box_format: str = param("'xywh' (COCO-style, RefCOCO's own) or 'xyxy'", "xywh")
+    one_row_per_expression: bool = param("one row per expression; false: only the first expression of each "
+                                         "record", True)
+    box_tolerance: float = param("pixels a box may overrun the image before it is dropped", DEFAULT_TOLERANCE)
+    data_source: str | None = param("constant data_source; default: the source's name", None)
+    template: str = param("the question; {expression} is replaced", DEFAULT_TEMPLATE)
 
 
 def load_refcoco(options: RefCocoOptions, name: str = "refcoco") -> SourceResult:

@@ -12,28 +12,29 @@ from dataclasses import dataclass
 
 from data_pipelines.records import SourceResult
 from data_pipelines.sources.annotations import SourceError
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds
 from data_pipelines.synthetic import digits, shapes
 
 
 @dataclass(frozen=True)
 class ShapesOptions:
-    tasks: tuple[str, ...] = ("colour", "count")  # shapes tasks to generate
-    rows_per_task: int = 1000
-    seed: int = 0
-    split: str = "train"  # part of the random stream and of the ids
-    image_size: int = 56
+    tasks: tuple[str, ...] = param("shapes tasks to generate: colour, count", ("colour", "count"))
+    rows_per_task: int = param("rows generated per task (answers balanced)", 1000)
+    seed: int = param("seed of the scenes", 0)
+    split: str = param("part of the random stream and of the ids", "train")
+    image_size: int = param("image side in pixels", 56)
 
 
 @dataclass(frozen=True)
 class DigitsOptions:
-    tasks: tuple[str, ...] = ("sum", "grounding")  # digits tasks to generate
-    rows_per_task: int = 1000
-    seed: int = 0
-    split: str = "train"  # "train" or "test": which scikit-learn scans are used (disjoint)
-    canvas_size: int = 112
-    scale: int = 4  # each 8x8 scan becomes (8*scale)^2 pixels
-    test_fraction: float = 0.2  # share of the scans kept for the test split
+    tasks: tuple[str, ...] = param("digits tasks to generate: sum, grounding", ("sum", "grounding"))
+    rows_per_task: int = param("rows generated per task", 1000)
+    seed: int = param("seed of the canvases", 0)
+    split: str = param("'train' or 'test': which scikit-learn scans are used (disjoint)", "train")
+    canvas_size: int = param("canvas side in pixels", 112)
+    scale: int = param("each 8x8 scan becomes (8*scale)^2 pixels", 4)
+    test_fraction: float = param("share of the scans kept for the test split", 0.2)
 
 
 def load_shapes(options: ShapesOptions, name: str = "shapes") -> SourceResult:

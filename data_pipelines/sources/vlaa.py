@@ -23,6 +23,7 @@ from data_pipelines.records import SourceResult
 from data_pipelines.sources.annotations import annotations_and_root, progress, read_records
 from data_pipelines.sources.columns import split_images
 from data_pipelines.sources.images import ImageProblem, load_image
+from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
 
 SOURCE_KEYS = ("source", "dataset", "data_source", "ds_name")
@@ -36,10 +37,10 @@ _BOXED_RE = re.compile(r"^\\boxed\{(.*)\}$", re.DOTALL)
 
 @dataclass(frozen=True)
 class VlaaOptions:
-    annotations: str  # the VLAA-Thinking JSON (list of objects) or JSONL
-    image_root: str | None = None  # folder image paths are relative to; default: the JSON file's folder
-    data_source: str | None = None  # constant data_source; default: the origin named in meta, else the name
-    task: str | None = None  # force one task for every row instead of inferring it
+    annotations: str = param("the VLAA-Thinking JSON (list of objects) or JSONL")
+    image_root: str | None = param("folder image paths are relative to; default: the JSON file's folder", None)
+    data_source: str | None = param("constant data_source; default: the origin named in meta, else the name", None)
+    task: str | None = param("force one task for every row instead of inferring it", None)
 
 
 def load_vlaa(options: VlaaOptions, name: str = "vlaa") -> SourceResult:

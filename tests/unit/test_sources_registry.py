@@ -79,3 +79,34 @@ def test_floats_accept_ints_and_tuples_accept_one_string():
     )
     assert options.box_tolerance == 2.0 and isinstance(options.box_tolerance, float)
     assert options.kinds == ("count",)
+
+
+def test_every_param_of_every_source_is_documented_in_vlrl_data_sources(capsys):
+    import dataclasses
+
+    from data_pipelines.sources.columns import Columns
+    from vlrl.cli import main
+
+    assert main(["data", "sources"]) == 0
+    out = capsys.readouterr().out
+    for kind, source in SOURCES.items():
+        assert f"\n{kind}: " in out
+        for f in dataclasses.fields(source.options):
+            # The help comes from the field itself, so a new param without one fails here.
+            assert f.metadata.get("help"), f"{kind}.{f.name} has no help"
+            assert f"    {f.name} ({f.type}, " in out and f.metadata["help"] in out
+    # `columns` lists every key it accepts, with what it maps, under each column-mapped source.
+    for f in dataclasses.fields(Columns):
+        assert f.metadata.get("help"), f"columns.{f.name} has no help"
+        assert out.count(f"            {f.name} ({f.type}, ") == 2, f.name  # folder and hf
+    assert "image (str, required): column of the row's images" in out
+    assert "annotations (str, required)" in out and "image_sep (str, default ';')" in out
+
+
+def test_columns_accept_the_schema_field_name_images():
+    from data_pipelines.sources.columns import columns_from_mapping
+
+    cols = columns_from_mapping({"images": "file", "problem": "q", "answer": "a"}, "here")
+    assert (cols.image, cols.problem, cols.answer) == ("file", "q", "a")
+    with pytest.raises(SourceError, match="both 'image' and 'images'"):
+        columns_from_mapping({"images": "f", "image": "g", "problem": "q", "answer": "a"}, "here")
