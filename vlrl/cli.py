@@ -230,7 +230,8 @@ def _data_build(args: argparse.Namespace) -> int:
         print("RL-only build: no teacher configured (teacher.kind=none), so no caption/distill/rewrite/verify stage")
     print(f"RL set: {out}/rl ({rl} train, {card['outputs']['rl_test']['rows']} test); reasoning chains: "
           f"{out}/chains ({chains}); card: {out}/README.md; {card['dropped']} dropped rows in {out}/drops.jsonl")
-    print(f"train on it: vlrl train data.path={out}/rl model.path=...")
+    print(f"train on it: vlrl train data.path={out}/rl model.path=tiny (a tiny model with this set's words) or "
+          "model.path=CHECKPOINT")
     return 0
 
 
