@@ -99,3 +99,15 @@ def test_a_tokenizer_without_an_unknown_token_passes():
     train = rows(("anything at all ?", "ça va"))
     assert check_unknown_tokens(ByteLevel(), {"train": train}, "error")["train"] is train
     assert find_unknown_tokens(ByteLevel(), train, "train").bad == []
+
+
+def test_the_tiny_builder_does_not_depend_on_the_pipeline():
+    import subprocess
+    import sys
+
+    # The library takes the words as an argument; importing it must not pull in data_pipelines.
+    code = ("import sys, vlrl.models.tiny, vlrl.data.vocab; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'data_pipelines'))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
