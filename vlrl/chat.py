@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from vlrl.config import ModelConfig, RolloutConfig
-from vlrl.data.prompts import PromptEncoder
+from vlrl.data.prompts import PromptEncoder, default_max_prompt_tokens
 from vlrl.data.schema import Row
 from vlrl.models.policy import Policy, load_policy
 from vlrl.rollout import generate
@@ -55,24 +55,33 @@ class ChatResult:
 
 
 class PromptTooLong(ValueError):
-    """The prompt alone fills the model's context."""
+    """The prompt is over the engine's prompt-token limit, or fills the model's context."""
+
+
+# Refusing by size before tokenising: no tokenizer turns more than this many characters into one token in
+# ordinary text (English averages about 4 per token), so a text longer than limit * MAX_CHARS_PER_TOKEN is over
+# the limit whatever it says, and a 30 MB prompt is refused in microseconds instead of tokenised for minutes.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class ChatEngine:
     """A policy answering chat requests one at a time (a lock serialises callers from several threads)."""
 
     def __init__(self, policy: Policy, min_pixels: int, max_pixels: int, max_new_tokens: int = 1024,
-                 backend: str = "cached"):
+                 backend: str = "cached", max_prompt_tokens: int | None = None):
         self.policy = policy
         self.encoder = PromptEncoder(policy.processor, min_pixels, max_pixels)
         self.max_new_tokens = max_new_tokens
         self.backend = backend
         self.context = int(getattr(policy.core.config.text_config, "max_position_embeddings", 0) or 0)
+        # The training default (data.max_prompt_tokens): what the context leaves for max_new_tokens, capped.
+        self.max_prompt_tokens = max_prompt_tokens or default_max_prompt_tokens(self.context, max_new_tokens)
         self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 1024,
-             min_pixels: int | None = None, max_pixels: int | None = None) -> ChatEngine:
+             min_pixels: int | None = None, max_pixels: int | None = None,
+             max_prompt_tokens: int | None = None) -> ChatEngine:
         """Load a checkpoint; "auto" picks CUDA + bfloat16 where a GPU exists, else CPU + float32. Image bounds
         default to the checkpoint's processor settings (what the model was trained with)."""
         if device == "auto":
@@ -82,7 +91,8 @@ class ChatEngine:
         policy = load_policy(ModelConfig(path=str(path), dtype=dtype), path, device=device)
         policy.model.requires_grad_(False)
         lo, hi = processor_pixel_bounds(policy.processor)
-        return cls(policy, min_pixels or lo, max_pixels or hi, max_new_tokens=max_new_tokens)
+        return cls(policy, min_pixels or lo, max_pixels or hi, max_new_tokens=max_new_tokens,
+                   max_prompt_tokens=max_prompt_tokens)
 
     def complete(self, messages: list[dict], images: Sequence[Image.Image], params: SamplingParams) -> ChatResult:
         """Answer one chat. ``messages``: OpenAI-style, content a string or a list of ``{"type": "text", "text"}``
@@ -91,6 +101,11 @@ class ChatEngine:
                       for p in m["content"] if p.get("type") == "image")
         if n_parts != len(images):
             raise ValueError(f"{n_parts} image parts in the messages but {len(images)} images")
+        chars = sum(len(m["content"]) if isinstance(m["content"], str) else
+                    sum(len(p.get("text", "")) for p in m["content"] if p.get("type") == "text") for m in messages)
+        if chars > self.max_prompt_tokens * MAX_CHARS_PER_TOKEN:
+            raise PromptTooLong(f"the prompt's text is {chars} characters, far over this server's limit of "
+                                f"{self.max_prompt_tokens} prompt tokens (--max-prompt-tokens)")
         # One caller at a time, encoding included: a fast tokenizer is not safe to share between threads.
         with self._lock:
             return self._complete(messages, images, params)
@@ -98,6 +113,10 @@ class ChatEngine:
     def _complete(self, messages: list[dict], images: Sequence[Image.Image], params: SamplingParams) -> ChatResult:
         row = Row(id="chat", images=tuple(images), problem=_last_user_text(messages), answer="", task="chat",
                   data_source="chat", reward=None, reasoning=None, meta={})
+        tokens = self.encoder.chat_lengths([messages], [[im.size for im in images]])[0]
+        if tokens > self.max_prompt_tokens:  # counted without the image processor: refused before any real work
+            raise PromptTooLong(f"the prompt is {tokens} tokens, over this server's limit of {self.max_prompt_tokens} "
+                                "prompt tokens (--max-prompt-tokens)")
         batch = self.encoder.encode_chats([row], [messages], [list(images)], group_size=params.n)
         prompt_tokens = int(batch.attention_mask.sum())
         max_tokens = min(params.max_tokens, self.max_new_tokens)

@@ -56,15 +56,18 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from vlrl.data.schema import SchemaError
     from vlrl.data.vocab import UnknownTokensError
+    from vlrl.models.check import ModelPathError
     from vlrl.trainer import Trainer
 
+    # Bad input (model path, dataset, rows) is the user's to fix: one message, no traceback.
     try:
         trainer = Trainer(cfg, resume=bool(args.resume))
-    except UnknownTokensError as e:
+        result = trainer.fit()
+    except (SchemaError, UnknownTokensError, ModelPathError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    result = trainer.fit()
     trainer.close()
     if trainer.accelerator.is_main_process:
         summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
@@ -264,18 +267,23 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port < 0 or args.port > 65535:
         print(f"error: --port must be 0-65535, got {args.port}", file=sys.stderr)
         return 2
+    if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
+        print(f"error: --max-prompt-tokens must be >= 1, got {args.max_prompt_tokens}", file=sys.stderr)
+        return 2
     if args.max_new_tokens < 1:
         print(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}", file=sys.stderr)
         return 2
-    path = Path(args.model)
-    looks_like_hub_id = args.model.count("/") == 1 and not args.model.startswith((".", "/", "~"))
-    if not path.exists() and not looks_like_hub_id:
-        print(f"error: no checkpoint directory at {args.model}", file=sys.stderr)
+    from vlrl.models.check import ModelPathError, check_model_path
+
+    try:  # before the weights load: a wrong path or an unsupported model fails at once, with a message
+        check_model_path(args.model, key="MODEL")
+    except ModelPathError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     serve(args.model, host=args.host, port=args.port, model_name=args.model_name,
           max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
           allow_local_files=args.allow_local_files, quiet=args.quiet,
-          min_pixels=args.min_pixels, max_pixels=args.max_pixels)
+          min_pixels=args.min_pixels, max_pixels=args.max_pixels, max_prompt_tokens=args.max_prompt_tokens)
     return 0
 
 
@@ -289,6 +297,9 @@ def _add_serve_parser(sub) -> None:
                        "(default: the checkpoint directory's name)")
     serve.add_argument("--max-new-tokens", type=int, default=1024,
                        help="cap on tokens generated per completion; larger max_tokens are cut to it (default 1024)")
+    serve.add_argument("--max-prompt-tokens", type=int, default=None,
+                       help="longest prompt accepted, in tokens (text and image); longer ones get a 400 that states "
+                       "the limit (default: the model's context minus --max-new-tokens, at most 8192)")
     serve.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                        help="parameter dtype (default auto: bfloat16 on CUDA, float32 on CPU)")
     serve.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default auto)")

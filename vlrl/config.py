@@ -87,6 +87,12 @@ class DataConfig:
         "names them, 'drop' trains without them (logged), 'ignore' trains on them as they are.",
     )
     max_eval_rows: int = option(256, "At most this many held-out rows are evaluated.")
+    max_prompt_tokens: int | None = option(
+        None, "Longest prompt in tokens (text and image placeholders, as encoded for the model); longer rows are "
+        "dropped at start-up, counted and listed in RUN_DIR/dropped_rows.jsonl, never truncated (a cut prompt "
+        "loses image tokens). null: the model's context minus rollout.max_new_tokens, at most 8192 (every prompt "
+        "runs group_size times per step, so a rare very long one costs more than it teaches).",
+    )
     synthetic_train_rows: int = option(4000, "Rows per task in the generated synthetic training split.")
     synthetic_eval_rows: int = option(128, "Rows per task in the generated synthetic held-out split.")
 

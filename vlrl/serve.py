@@ -319,10 +319,10 @@ def make_server(service: ChatService, host: str = "127.0.0.1", port: int = 0, qu
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, model_name: str = "", max_new_tokens: int = 1024,
           dtype: str = "auto", device: str = "auto", allow_local_files: bool = False, quiet: bool = False,
-          min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+          min_pixels: int | None = None, max_pixels: int | None = None, max_prompt_tokens: int | None = None) -> None:
     """Load MODEL, bind, print "serving MODEL on http://HOST:PORT" once ready, and serve until SIGTERM/Ctrl-C."""
     engine = ChatEngine.load(model, device=device, dtype=dtype, max_new_tokens=max_new_tokens,
-                             min_pixels=min_pixels, max_pixels=max_pixels)
+                             min_pixels=min_pixels, max_pixels=max_pixels, max_prompt_tokens=max_prompt_tokens)
     name = model_name or model.rstrip("/").split("/")[-1]
     server = make_server(ChatService(engine, name, allow_local_files), host, port, quiet)
     bound_host, bound_port = server.server_address[:2]

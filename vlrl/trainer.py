@@ -34,9 +34,12 @@ from vlrl.checkpoint import (
 )
 from vlrl.config import Config
 from vlrl.config_loader import save_config
-from vlrl.data import PromptEncoder, StepSampler, load_rows, validate_row
+from vlrl.data import PromptEncoder, StepSampler, load_rows
+from vlrl.data.rows import RowReader
+from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
+from vlrl.models.check import check_model_path
 from vlrl.models.policy import load_policy
 from vlrl.perf import peak_tflops, update_flops
 from vlrl.rewards import RewardInput, RewardMixer
@@ -55,6 +58,7 @@ from vlrl.update import (
 )
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
+DROPPED_ROWS_FILE = "dropped_rows.jsonl"  # rows left out at start-up (prompt over data.max_prompt_tokens)
 
 EVAL_BATCH = 64
 
@@ -70,6 +74,8 @@ class Trainer:
         self.accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False)
         acc = self.accelerator
         per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
+        if cfg.model.path != "tiny":  # before building data or loading weights: a wrong path fails at once
+            check_model_path(cfg.model.path)
         torch.manual_seed(cfg.trainer.seed)
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +86,11 @@ class Trainer:
 
         self.train_rows, self.eval_rows = self._load_data()
         base_path = self._model_path()
+        # Prompt lengths first: the scans' image sizes are indexed by the rows as loaded.
+        self._drop_long_prompts(base_path)
         self.train_rows, self.eval_rows = self._check_vocabulary(base_path)
+        self.train_reader = RowReader(self.train_rows)
+        self.eval_reader = RowReader(self.eval_rows) if self.eval_rows is not None else None
         self.start_step = self._setup_model(base_path, ckpt)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
@@ -148,7 +158,29 @@ class Trainer:
         evals = load_rows(path, d.eval_split) if d.eval_split else None
         if evals is not None and len(evals) > d.max_eval_rows:
             evals = evals.select(range(d.max_eval_rows))
+        # Every row checked once now (image headers only), so a bad row stops the run before any slow work.
+        self._scans = {"train": scan_split(train, f"data.path={path}, split {d.train_split!r} (data.train_split)")}
+        if evals is not None:
+            self._scans["eval"] = scan_split(evals, f"data.path={path}, split {d.eval_split!r} (data.eval_split)")
         return train, evals
+
+    def _drop_long_prompts(self, model_path) -> None:
+        """Leave out rows whose prompt is over data.max_prompt_tokens (`vlrl.data.validation.drop_long_prompts`):
+        counted in the log, listed in RUN_DIR/dropped_rows.jsonl. No weights are loaded and no image decoded."""
+        from transformers import AutoProcessor
+
+        cfg, d = self.cfg, self.cfg.data
+        limit = prompt_limit(d.max_prompt_tokens, check_model_path(model_path).context, cfg.rollout.max_new_tokens)
+        encoder = PromptEncoder(AutoProcessor.from_pretrained(str(model_path)), cfg.model.min_pixels,
+                                cfg.model.max_pixels, d.system_prompt, d.prompt_suffix)
+        splits = {"train": (self.train_rows, self._scans["train"], f"data.path={d.path}, split {d.train_split!r}")}
+        if self.eval_rows is not None:
+            splits["eval"] = (self.eval_rows, self._scans["eval"], f"data.path={d.path}, split {d.eval_split!r}")
+        kept, dropped = drop_long_prompts(splits, encoder, limit, self.run_dir / DROPPED_ROWS_FILE)
+        self.train_rows, self.eval_rows = kept["train"], kept.get("eval")
+        if self.accelerator.is_main_process:
+            with (self.run_dir / DROPPED_ROWS_FILE).open("w") as f:
+                f.writelines(json.dumps(line) + "\n" for line in dropped)
 
     def _setup_model(self, base_path, ckpt) -> int:
         """Policy, optimiser and scheduler, prepared by accelerate; the KL reference; with `ckpt`, the state it
@@ -254,8 +286,9 @@ class Trainer:
         cfg, timer, acc = self.cfg, self.timer, self.accelerator
         G = cfg.rollout.group_size
         with timer("data"):
-            indices = self.sampler.indices(step)[self.rank_slice]
-            rows = [validate_row(self.train_rows[i], i) for i in indices]
+            # A row whose image fails to decode is skipped and replaced in its position (vlrl.data.rows).
+            rows, skipped = self.train_reader.step_rows(self.sampler, step,
+                                                        range(self.rank_slice.start, self.rank_slice.stop))
             batch = self.encode(rows, G).to(acc.device)
             self.policy.prompt_positions(batch)
             seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
@@ -297,7 +330,7 @@ class Trainer:
             loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
-        return {**self._gathered_metrics(scores, rollouts, keep), **loss_metrics, **timer.pop(),
+        return {**self._gathered_metrics(scores, rollouts, keep, len(skipped)), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
 
     def _rollout(self, batch, seeds):
@@ -326,15 +359,17 @@ class Trainer:
         count = int(self.accelerator.gather(torch.tensor([len(chunks)], device=self.accelerator.device)).max())
         return chunks + [filler_chunk(batch, rollouts, rows_kept)] * (count - len(chunks))
 
-    def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor) -> dict[str, float]:
+    def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor, skipped: int) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""
         acc = self.accelerator
+        skipped = acc.gather(torch.tensor([skipped], device=acc.device)).sum().item()
         lengths = acc.gather(rollouts.lengths.float())
         finished, keep = acc.gather(rollouts.finished.float()), acc.gather(keep.float())
         return {
             **Scores.concat(gather_object([scores])).metrics("reward"),
             "rollout/length_mean": lengths.mean().item(), "rollout/length_max": lengths.max().item(),
             "rollout/truncated_frac": 1.0 - finished.mean().item(), "rollout/kept_frac": keep.mean().item(),
+            "data/skipped_rows": skipped,
         }
 
     def score(self, batch, rollouts, progress: float, step: int | None = None):
@@ -374,7 +409,8 @@ class Trainer:
             accel = self.accelerator
             share = -(-len(self.eval_rows) // accel.num_processes)
             mine = range(accel.process_index * share, min(len(self.eval_rows), (accel.process_index + 1) * share))
-            rows = [validate_row(self.eval_rows[i], i) for i in mine]
+            rows, skipped = self.eval_reader.rows(mine)  # a row whose image fails to decode is left out, counted
+            self._eval_skipped = len(skipped)
             self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
         totals, accs, sources = [], [], []
         batches = [batch.to(self.accelerator.device) for batch in self._eval_batches]
@@ -387,11 +423,12 @@ class Trainer:
             acc = scores.components.get("accuracy")
             accs += (acc if acc is not None else scores.total).tolist()
             sources += scores.data_sources
-        gathered = gather_object([(totals, accs, sources)])
+        gathered = gather_object([(totals, accs, sources, self._eval_skipped)])
         total = torch.tensor([x for part in gathered for x in part[0]])
         acc = torch.nan_to_num(torch.tensor([x for part in gathered for x in part[1]]), nan=0.0)
         sources = [x for part in gathered for x in part[2]]
-        out = {"eval/reward": total.mean().item(), "eval/accuracy": acc.mean().item()}
+        out = {"eval/reward": total.mean().item(), "eval/accuracy": acc.mean().item(),
+               "eval/skipped_rows": sum(part[3] for part in gathered)}
         for source in sorted(set(sources)):
             sel = torch.tensor([s == source for s in sources])
             out[f"eval/accuracy/{source}"] = acc[sel].mean().item()

@@ -50,11 +50,16 @@ class PromptBatch:
 
 def build_messages(row: Row, system_prompt: str = "", prompt_suffix: str = "") -> list[dict]:
     """Chat messages for a row: images where `<image>` marks them, else all images before the text."""
-    text = row.problem + (" " + prompt_suffix if prompt_suffix else "")
+    return chat_messages(row.problem, len(row.images), system_prompt, prompt_suffix)
+
+
+def chat_messages(problem: str, num_images: int, system_prompt: str = "", prompt_suffix: str = "") -> list[dict]:
+    """Chat messages for a problem with `num_images` images (see `build_messages`); needs no decoded image."""
+    text = problem + (" " + prompt_suffix if prompt_suffix else "")
     pieces = _SPLIT.split(text)
     content: list[dict] = []
     if len(pieces) == 1:
-        content += [{"type": "image"} for _ in row.images]
+        content += [{"type": "image"} for _ in range(num_images)]
         content.append({"type": "text", "text": text})
     else:
         for i, piece in enumerate(pieces):
@@ -82,6 +87,33 @@ class PromptEncoder:
         ip = processor.image_processor
         self.merge_size = getattr(ip, "merge_size", 2)
         self.factor = getattr(ip, "patch_size", 14) * self.merge_size
+
+    def image_tokens(self, size: tuple[int, int]) -> int:
+        """Placeholder tokens of an image of original `size` (w, h): its resized area over (patch * merge)^2."""
+        h, w = smart_resize(size[1], size[0], factor=self.factor, min_pixels=self.min_pixels,
+                            max_pixels=self.max_pixels)
+        return (h // self.factor) * (w // self.factor)
+
+    def prompt_lengths(self, problems: Sequence[str], image_sizes: Sequence[Sequence[tuple[int, int]]]) -> list[int]:
+        """Tokens of each row's encoded prompt (text and image placeholders; equal to its `attention_mask.sum()`),
+        from the problem text and the original image sizes alone: no image is decoded or run through the image
+        processor, so the start-up check of a large dataset stays cheap."""
+        chats = [chat_messages(p, len(sizes), self.system_prompt, self.prompt_suffix)
+                 for p, sizes in zip(problems, image_sizes, strict=True)]
+        return self.chat_lengths(chats, image_sizes)
+
+    def chat_lengths(self, chats: Sequence[list[dict]], image_sizes: Sequence[Sequence[tuple[int, int]]],
+                     batch: int = 1024) -> list[int]:
+        """Prompt tokens of prepared chat messages whose image parts take images of `image_sizes` (w, h)."""
+        out = []
+        for start in range(0, len(chats), batch):
+            texts = [self.processor.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                     for m in chats[start:start + batch]]
+            ids = self.processor.tokenizer(texts)["input_ids"]
+            for tokens, sizes in zip(ids, image_sizes[start:start + batch], strict=True):
+                # The template writes one placeholder per image; the processor repeats it per image token.
+                out.append(len(tokens) + sum(self.image_tokens(size) - 1 for size in sizes))
+        return out
 
     def __call__(self, rows: Sequence[Row], group_size: int) -> PromptBatch:
         chats = [build_messages(row, self.system_prompt, self.prompt_suffix) for row in rows]
@@ -112,3 +144,18 @@ class PromptEncoder:
             image_tokens=None if grid is None else grid.prod(-1) // self.merge_size**2,
             images_per_prompt=counts, image_sizes=sizes, resized_sizes=resized, group_size=group_size,
         )
+
+
+# The default cap on prompt tokens. A model's context (128k for Qwen2.5-VL) is far beyond what an RL step can
+# afford: every prompt is run G times in the update, so a prompt of tens of thousands of tokens costs minutes and
+# tens of GB per step. 8,192 holds any ordinary visual question — the text plus several images at the largest
+# default resolution (1,280 tokens each at max_pixels = 1280 * 28 * 28) — while such outliers are dropped.
+PROMPT_TOKENS_CAP = 8192
+
+
+def default_max_prompt_tokens(context: int | None, max_new_tokens: int) -> int:
+    """The prompt-token limit when none is configured: what the context leaves for `max_new_tokens`, at most
+    `PROMPT_TOKENS_CAP` (the context alone when the model does not state it)."""
+    if not context:
+        return PROMPT_TOKENS_CAP
+    return max(1, min(context - max_new_tokens, PROMPT_TOKENS_CAP))

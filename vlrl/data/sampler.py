@@ -72,3 +72,13 @@ class StepSampler:
             epoch, offset = divmod(pos, self.num_rows)
             out.append(int(self._order(epoch)[offset]))
         return out
+
+    def replacement(self, step: int, position: int, attempt: int) -> int:
+        """The row that stands in for prompt `position` of step `step` when its row cannot be used (a corrupt
+        image), on the `attempt`-th try: a function of (seed, step, position, attempt) alone, so a resumed run
+        and every rank of a multi-process run pick the same one. Drawn like the step's rows (by source weight
+        when set); it may repeat a prompt of the step, which is harmless: samples are seeded by position."""
+        rng = np.random.default_rng([self.seed, step, position, attempt, 2])
+        if self.probs is not None:
+            return int(rng.choice(self.num_rows, p=self.probs))
+        return int(rng.integers(self.num_rows))

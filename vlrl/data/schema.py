@@ -19,6 +19,7 @@ from typing import Any
 
 import datasets
 import PIL.Image
+import PIL.ImageOps
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -52,6 +53,7 @@ class RowError(SchemaError):
         self.index = index
         self.row_id = row_id
         self.field = field
+        self.problem = problem
         where = f"row {row_id!r} (index {index})" if row_id else f"row at index {index}"
         super().__init__(f"{where}: field '{field}' {problem}")
 
@@ -76,8 +78,20 @@ def validate_row(raw: Mapping, index: int) -> Row:
 
     Accepts images as PIL images, ``{"bytes", "path"}`` dicts (``decode=False`` or plain parquet) or raw
     bytes; reward and meta as JSON text, dicts or None. ``index`` is the row's position, used in errors
-    when the row has no usable id.
+    when the row has no usable id. Images are decoded here, so a corrupt one raises a :class:`RowError`
+    naming the row and ``images[i]``.
     """
+    fields, raw_images = check_row_fields(raw, index)
+    images = tuple(
+        _decode_image(item, lambda p, i=i: RowError(index, fields["id"], f"images[{i}]", p))
+        for i, item in enumerate(raw_images)
+    )
+    return Row(images=images, **fields)
+
+
+def check_row_fields(raw: Mapping, index: int) -> tuple[dict, list]:
+    """Everything :func:`validate_row` checks except decoding the images: returns the :class:`Row` fields
+    other than ``images``, and the row's raw image items. Raises :class:`RowError`."""
     if not isinstance(raw, Mapping):
         raise RowError(index, None, "<row>", f"must be a mapping, got {type(raw).__name__}")
     row_id = raw.get("id")
@@ -111,20 +125,16 @@ def validate_row(raw: Mapping, index: int) -> Row:
     raw_images = raw["images"]
     if not isinstance(raw_images, (list, tuple)):
         raise fail("images", f"must be a list of images, got {type(raw_images).__name__}")
-    images = tuple(
-        _decode_image(item, lambda p, i=i: fail(f"images[{i}]", p)) for i, item in enumerate(raw_images)
-    )
 
     n_placeholders = texts["problem"].count(IMAGE_PLACEHOLDER)
-    if n_placeholders and n_placeholders != len(images):
+    if n_placeholders and n_placeholders != len(raw_images):
         raise fail(
             "problem",
-            f"has {n_placeholders} '{IMAGE_PLACEHOLDER}' placeholders but the row has {len(images)} images",
+            f"has {n_placeholders} '{IMAGE_PLACEHOLDER}' placeholders but the row has {len(raw_images)} images",
         )
 
-    return Row(
+    fields = dict(
         id=row_id,
-        images=images,
         problem=texts["problem"],
         answer=texts["answer"],
         task=texts["task"],
@@ -133,23 +143,51 @@ def validate_row(raw: Mapping, index: int) -> Row:
         reasoning=reasoning or None,
         meta=_json_object(raw.get("meta"), lambda p: fail("meta", p)) or {},
     )
+    return fields, list(raw_images)
+
+
+def image_size(item: Any, fail) -> tuple[int, int]:
+    """(width, height) of a raw image item from its header alone: PIL reads the size without decoding the
+    pixels, so a start-up check of every row stays cheap. A file that fails only when decoded passes here."""
+    try:
+        if isinstance(item, PIL.Image.Image):
+            return item.size
+        with _open_image(item, fail) as image:
+            w, h = image.size
+            return (h, w) if _orientation(image) in _TRANSPOSING else (w, h)
+    except RowError:
+        raise
+    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, DecompressionBombError)
+        raise fail(f"cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _open_image(item: Any, fail) -> PIL.Image.Image:
+    """PIL's lazy open of a bytes / {bytes, path} item (nothing decoded yet)."""
+    if isinstance(item, (bytes, bytearray)):
+        return PIL.Image.open(io.BytesIO(item))
+    if isinstance(item, Mapping) and item.get("bytes"):
+        return PIL.Image.open(io.BytesIO(item["bytes"]))
+    if isinstance(item, Mapping) and item.get("path"):
+        return PIL.Image.open(item["path"])
+    raise fail(f"is not an image (got {type(item).__name__}; expected PIL image, bytes or {{bytes, path}})")
+
+
+# EXIF orientations that swap width and height (transpose, rotate 90 or 270, transverse).
+_TRANSPOSING = (5, 6, 7, 8)
+
+
+def _orientation(image: PIL.Image.Image) -> int | None:
+    """The EXIF orientation tag, read from the header (no pixel decode)."""
+    return image.getexif().get(PIL.Image.ExifTags.Base.Orientation)
 
 
 def _decode_image(item: Any, fail) -> PIL.Image.Image:
     try:
         if isinstance(item, PIL.Image.Image):
-            image = item
-        elif isinstance(item, (bytes, bytearray)):
-            image = PIL.Image.open(io.BytesIO(item))
-        elif isinstance(item, Mapping) and (item.get("bytes") or item.get("path")):
-            if item.get("bytes"):
-                image = PIL.Image.open(io.BytesIO(item["bytes"]))
-            else:
-                image = PIL.Image.open(item["path"])
-        else:
-            raise fail(
-                f"is not an image (got {type(item).__name__}; expected PIL image, bytes or {{bytes, path}})"
-            )
+            return item.convert("RGB")
+        image = _open_image(item, fail)
+        if _orientation(image) is not None:  # as datasets' Image feature decodes (and image_size reports) it
+            image = PIL.ImageOps.exif_transpose(image)
         return image.convert("RGB")  # convert() also forces the lazy decode, so corrupt data fails here
     except RowError:
         raise
