@@ -177,8 +177,15 @@ _TRANSPOSING = (5, 6, 7, 8)
 
 
 def _orientation(image: PIL.Image.Image) -> int | None:
-    """The EXIF orientation tag, read from the header (no pixel decode)."""
-    return image.getexif().get(PIL.Image.ExifTags.Base.Orientation)
+    """The EXIF orientation tag as the file's header gives it. Not ``getexif()``: for a PNG that decodes the
+    whole image, which the start-up check must not do. Decoding uses the same tag, so the size reported from the
+    header is the decoded image's (a PNG whose EXIF chunk follows its pixels is left as stored)."""
+    raw = image.info.get("exif")
+    if not raw:
+        return None
+    exif = PIL.Image.Exif()
+    exif.load(raw)
+    return exif.get(PIL.Image.ExifTags.Base.Orientation)
 
 
 def _decode_image(item: Any, fail) -> PIL.Image.Image:

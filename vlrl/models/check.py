@@ -69,7 +69,7 @@ def checkpoint_info(config: dict, where: str) -> CheckpointInfo:
     """Check a parsed config.json: a supported model_type, else an error naming the supported families."""
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(f"{name} ({t})" for t, name in SUPPORTED_MODEL_TYPES.items())
+        supported = ", ".join(f"{t} ({name})" for t, name in SUPPORTED_MODEL_TYPES.items())
         kind = "a vision-language model" if "vision_config" in config else "a text-only model (no vision_config)"
         arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
         raise ModelPathError(f"{where} is model_type {model_type!r} ({arch}; {kind}), which vlrl cannot train; "
