@@ -14,7 +14,7 @@ import pytest
 from vlrl.data.prompts import PromptEncoder, default_max_prompt_tokens
 from vlrl.data.rows import MAX_REPLACEMENTS, RowReader
 from vlrl.data.sampler import StepSampler
-from vlrl.data.schema import SCHEMA_FEATURES, Row, RowError, SchemaError
+from vlrl.data.schema import SCHEMA_FEATURES, Row, RowError, SchemaError, load_rows
 from vlrl.data.validation import (
     DataError,
     check_prompt_lengths,
@@ -61,6 +61,17 @@ def test_a_clean_split_passes_and_yields_image_sizes():
 def test_an_empty_split_is_an_error_naming_it():
     with pytest.raises(SchemaError, match=r"data.path=/d, split 'test' has no rows"):
         scan_split(dataset([raw_row("a")]).select([]), "data.path=/d, split 'test'")
+
+
+def test_an_empty_saved_split_loads_as_empty_and_does_not_break_the_others(tmp_path):
+    # datasets saves an empty split with no arrow file and then fails to load the whole dict (IndexError)
+    full = dataset([raw_row("a"), raw_row("b")])
+    datasets.DatasetDict(train=full, test=full.select([])).save_to_disk(str(tmp_path / "dd"))
+    assert load_rows(str(tmp_path / "dd"), "train")["id"] == ["a", "b"]
+    empty = load_rows(str(tmp_path / "dd"), "test")
+    assert len(empty) == 0 and empty.features == SCHEMA_FEATURES
+    with pytest.raises(SchemaError, match="split 'test' has no rows"):
+        scan_split(empty, "split 'test'")
 
 
 def test_every_problem_is_named_by_row_and_field_in_one_message():

@@ -232,16 +232,27 @@ def load_rows(path: str, split: str, cache_dir: str | None = None) -> datasets.D
             raise SchemaError(f"{path}: expected a .parquet file or a dataset directory")
         ds = datasets.Dataset.from_parquet(str(root), cache_dir=cache_dir)
     elif (root / "dataset_dict.json").exists():
-        dd = datasets.load_from_disk(str(root))
-        if split not in dd:
-            raise SchemaError(f"{path}: no split {split!r}; available splits: {sorted(dd)}")
-        ds = dd[split]
+        # Only the split asked for is opened: another split's problems (an empty one) are not this run's.
+        splits = json.loads((root / "dataset_dict.json").read_text()).get("splits", [])
+        if split not in splits:
+            raise SchemaError(f"{path}: no split {split!r}; available splits: {sorted(splits)}")
+        ds = _load_saved(root / split)
     elif (root / "state.json").exists():
-        ds = datasets.load_from_disk(str(root))
+        ds = _load_saved(root)
     else:
         ds = _load_parquet_split(root, split, cache_dir)
     _check_columns(ds, path)
     return ds
+
+
+def _load_saved(directory: Path) -> datasets.Dataset:
+    """One ``save_to_disk`` Dataset. An empty one is saved without an arrow file, which ``load_from_disk`` fails
+    to read (IndexError): it comes back as an empty Dataset of its features, for the caller to report."""
+    state = json.loads((directory / "state.json").read_text())
+    if not state.get("_data_files"):
+        features = datasets.DatasetInfo.from_directory(str(directory)).features
+        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+    return datasets.load_from_disk(str(directory))
 
 
 def _load_parquet_split(root: Path, split: str, cache_dir: str | None) -> datasets.Dataset:
