@@ -183,3 +183,28 @@ def test_local_teacher_answers_like_the_server(server, policy, tiny_model_dir, r
     assert local.ok and local.text == served.text
     assert local.usage == {k: served.usage[k] for k in ("prompt_tokens", "completion_tokens")}
     assert teacher.identity == f"local:{tiny_model_dir.resolve()}"
+
+
+def test_prompts_over_the_limit_are_refused_and_the_next_request_is_answered(server, row):
+    """The tiny model's context leaves the default limit of 8192 prompt tokens. A 30 MB text is refused by its
+    size, before any tokenising; a 9,000-word one (under the size bound) by its token count; then a normal
+    request is still answered."""
+    base, root = server
+    url = f"{base}/chat/completions"
+    huge = {"messages": [{"role": "user", "content": "red " * (30 * 2**20 // 4)}], "max_tokens": 2}
+    status, out = _post(url, huge)
+    assert status == 400, out
+    assert out["error"]["code"] == "context_length_exceeded" and out["error"]["param"] == "messages"
+    assert out["error"]["message"] == ("the prompt's text is 31457280 characters, far over this server's limit of "
+                                       "8192 prompt tokens (--max-prompt-tokens)")
+    long = {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": png_data_url(row.images[0])}},
+        {"type": "text", "text": "red " * 9000}]}], "max_tokens": 2}
+    status, out = _post(url, long)
+    assert status == 400, out
+    message = out["error"]["message"]
+    tokens = int(message.split()[3])
+    assert tokens > 9000 and message == (f"the prompt is {tokens} tokens, over this server's limit of 8192 prompt "
+                                         "tokens (--max-prompt-tokens)")
+    status, out = _post(url, {"messages": [{"role": "user", "content": row.problem}], "max_tokens": 2})
+    assert status == 200 and out["choices"][0]["message"]["role"] == "assistant"

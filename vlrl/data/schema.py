@@ -3,7 +3,9 @@
 One row is one prompt (see "Dataset row (schema v1)" in DESIGN.md). Builders in ``data_pipelines/`` write
 rows with :data:`SCHEMA_FEATURES`; the trainer reads them through :func:`load_rows` and turns each raw row
 into a typed :class:`Row` with :func:`validate_row`, which rejects a broken row with an error naming the row
-id and the field. Validation is per row (lazy) so a large dataset is not decoded up front.
+id and the field. :func:`check_row_fields` is the same check without decoding images, which
+`vlrl.data.validation` runs over every row at start-up (image sizes from headers); images are decoded only
+when a row is used.
 """
 
 from __future__ import annotations
