@@ -7,7 +7,13 @@ import json
 
 import torch
 
-from vlrl.checkpoint import STATE_FILE, checkpoint_dir, checkpoint_problem, latest_checkpoint, prune_checkpoints
+from vlrl.checkpoint import (
+    STATE_FILE,
+    checkpoint_dir,
+    checkpoint_problem,
+    latest_checkpoint,
+    prune_checkpoints,
+)
 
 
 def fake_checkpoint(run, step, weights=("model.safetensors",)):
