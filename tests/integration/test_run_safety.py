@@ -142,3 +142,33 @@ def test_overwrite_clears_the_old_run_keeps_caches_and_reports_progress(tiny_con
     assert table["shapes_count"][3] == f"{step['reward/shapes_count/mean']:.2f}"
     assert re.search(r"^step 1 in \d+", captured.out, re.M), captured.out
     assert json.loads(json.dumps(step))  # the metrics line itself is intact
+
+
+@pytest.mark.parametrize("is_main, own_clock, main_says, due", [
+    (True, 59.0, None, False), (True, 61.0, None, True),  # the main process reads its clock and sends it
+    (False, 1e6, False, False), (False, 0.0, True, True),  # another rank follows the main process, not its clock
+])
+def test_every_rank_saves_when_the_main_process_says(monkeypatch, is_main, own_clock, main_says, due):
+    import types
+
+    import torch
+
+    import vlrl.trainer
+    from vlrl.config import Config
+
+    sent = []
+
+    def broadcast(tensor, from_process=0):  # what rank 0 sends reaches every rank
+        sent.append(int(tensor.item()))
+        return tensor if is_main else torch.tensor([int(main_says)])
+
+    monkeypatch.setattr(vlrl.trainer, "broadcast", broadcast)
+    trainer = Trainer.__new__(Trainer)  # only the decision: no model
+    trainer.cfg = Config()
+    trainer.cfg.trainer.save_every, trainer.cfg.trainer.save_every_minutes = 100, 1.0
+    trainer.accelerator = types.SimpleNamespace(is_main_process=is_main, device=torch.device("cpu"))
+    trainer.clock, trainer._last_save = (lambda: own_clock), 0.0
+    assert trainer._save_due(7, done=False) is due
+    assert len(sent) == 1  # every rank takes part in the broadcast, whatever it decides
+    assert trainer._save_due(200, done=False) and trainer._save_due(7, done=True)  # by step: no broadcast
+    assert len(sent) == 1
