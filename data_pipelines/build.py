@@ -32,6 +32,7 @@ from data_pipelines.stages.distill import distill
 from data_pipelines.stages.rewrite import rewrite
 from data_pipelines.stages.teach import StageResult
 from data_pipelines.stages.verify import verify
+from vlrl.atomic import atomic_dir
 from vlrl.config_loader import ConfigError, save_config
 from vlrl.data.schema import RowError, validate_row
 
@@ -143,7 +144,7 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
     stages, drops = [], []
 
     def record(name: str, rows_in, result: StageResult) -> datasets.Dataset:
-        result.ds.save_to_disk(str(out / "stages" / f"{len(stages) + 1}_{name}"))
+        save_dataset(result.ds, out / "stages" / f"{len(stages) + 1}_{name}")
         drops.extend(result.drops)
         stages.append(stage_entry(name, rows_in, result.ds, result.drops, result.stats))
         return result.ds
@@ -173,8 +174,8 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
         sets["rl"]["train"], pr = pass_rate_filter(sets["rl"]["train"], cfg.pass_rate, cfg.seed)
         drops.extend(pr.drops)
         stages.append(stage_entry("pass_rate", pr.ds_in, sets["rl"]["train"], pr.drops, pr.stats))
-    datasets.DatasetDict(sets["rl"]).save_to_disk(str(out / "rl"))
-    datasets.DatasetDict(train=sets["chains"]).save_to_disk(str(out / "chains"))
+    save_dataset(datasets.DatasetDict(sets["rl"]), out / "rl")
+    save_dataset(datasets.DatasetDict(train=sets["chains"]), out / "chains")
     card = {
         "config": config_name or "defaults",
         # what made the chains: the teacher of each teacher stage that ran; {} is an RL-only build
@@ -186,3 +187,10 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
     }
     write_card(out, card, drops)
     return card
+
+
+def save_dataset(ds, path: Path) -> None:
+    """``save_to_disk`` whole or not at all, replacing the output of an earlier build: a build killed while
+    writing leaves the previous ``path`` (or none), never a dataset that loads with rows missing."""
+    with atomic_dir(path, replace=True) as tmp:
+        ds.save_to_disk(str(tmp))

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from data_pipelines.records import Drop, drop_counts
+from vlrl.atomic import atomic_file, write_text_atomic
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
 
@@ -64,11 +65,11 @@ def _merged(by_step: dict[str, dict[str, int]]) -> dict[str, int]:
 
 
 def write_card(out_dir: Path, card: dict, drops: list[Drop]) -> None:
-    (out_dir / "card.json").write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    with open(out_dir / "drops.jsonl", "w") as f:
+    write_text_atomic(out_dir / "card.json", json.dumps(card, indent=2, sort_keys=False) + "\n")
+    with atomic_file(out_dir / "drops.jsonl") as f:
         for d in drops:
             f.write(json.dumps({"id": d.id, "step": d.step, "reason": d.reason, "detail": d.detail}) + "\n")
-    (out_dir / "README.md").write_text(render(card))
+    write_text_atomic(out_dir / "README.md", render(card))
 
 
 def render(card: dict) -> str:

@@ -15,6 +15,10 @@ train a real checkpoint, e.g.
   vlrl train configs/qwen2_5_vl_3b_grpo.yaml model.path=/models/Qwen2.5-VL-3B-Instruct data.path=/data/rl
   vlrl train trainer.total_steps=50 optim.lr=1e-3
   vlrl train --resume runs/tiny trainer.total_steps=300
+  vlrl train --overwrite                      (start the demo over in runs/tiny)
+
+A directory that already holds a run (metrics.jsonl, tensorboard/, checkpoints/) is refused unless --resume
+continues it or --overwrite deletes it first; or choose another with trainer.output_dir=DIR.
 """
 
 
@@ -56,20 +60,27 @@ def _train(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    import time
+
     from vlrl.data.schema import SchemaError
     from vlrl.data.vocab import UnknownTokensError
+    from vlrl.metrics import read_metrics, summary_table
     from vlrl.models.check import ModelPathError
+    from vlrl.run_dir import RunDirError
     from vlrl.trainer import Trainer
 
     # Bad input (model path, dataset, rows) is the user's to fix: one message, no traceback.
     try:
-        trainer = Trainer(cfg, resume=bool(args.resume))
+        trainer = Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+        start = time.monotonic()
         result = trainer.fit()
-    except (SchemaError, UnknownTokensError, ModelPathError, FileNotFoundError) as e:
+        seconds = time.monotonic() - start
+    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer.close()
     if trainer.accelerator.is_main_process:
+        print(summary_table(read_metrics(cfg.trainer.output_dir), seconds, first_step=trainer.start_step))
         summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
         print(f"done: {cfg.trainer.output_dir} ({summary or 'no eval'})")
     return 0
@@ -91,7 +102,8 @@ Reads INPUT.jsonl, one JSON object per line:
   num_tokens, max_tokens (int) completion length and limit, for the overlong penalty
   id                           copied to the output; other fields are ignored
 
-Writes one JSON line per input, in order: {"line": n, "id": ..., "total": x, "<component>": value or null}
+Writes one JSON line per input, in order (to OUT only once every line is scored: an error leaves an existing
+OUT untouched): {"line": n, "id": ..., "total": x, "<component>": value or null}
 (null where a term does not apply), then a summary on stderr: lines, time, mean of each component overall
 and per data_source, parse failures and timeouts. --config takes the same reward section as training: a
 training recipe (its reward: section is used) or a YAML file holding only that section. A training run with
@@ -106,6 +118,7 @@ def _rewards_score(args: argparse.Namespace) -> int:
     import contextlib
     import json
 
+    from vlrl.atomic import atomic_file
     from vlrl.config_loader import ConfigError
     from vlrl.rewards.offline import LineError, load_reward_config, score_file
 
@@ -114,14 +127,20 @@ def _rewards_score(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    with contextlib.ExitStack() as stack:
-        out = sys.stdout if args.output in (None, "-") else stack.enter_context(open(args.output, "w"))
-        try:
+    if not Path(args.input).is_file():  # before OUT is touched
+        print(f"error: input file not found: {args.input}", file=sys.stderr)
+        return 2
+    try:
+        # OUT is written under a temporary name and replaces the old OUT only once every line is scored: an
+        # input error (or a kill) leaves the old OUT as it was. OUT may even be the input file.
+        with contextlib.ExitStack() as stack:
+            to_file = args.output not in (None, "-")
+            out = stack.enter_context(atomic_file(args.output)) if to_file else sys.stdout
             summary, errors = score_file(args.input, out, config, batch_size=args.batch_size,
                                          skip_invalid=args.skip_invalid, progress_bar=not args.quiet)
-        except (LineError, ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+    except (LineError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     for message in errors[:10]:
         print(f"skipped: {message}", file=sys.stderr)
     if len(errors) > 10:
@@ -150,8 +169,14 @@ def _rewards_list(args: argparse.Namespace) -> int:
 
 
 def _models_tiny(args: argparse.Namespace) -> int:
+    from vlrl.atomic import refuse_non_empty
     from vlrl.models.tiny import build_tiny_model
 
+    try:
+        refuse_non_empty(args.out)  # at once, not after reading the data and building the model
+    except FileExistsError as e:  # OUT is written whole or not at all, never over another directory
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
     except (FileNotFoundError, ValueError) as e:
@@ -190,17 +215,27 @@ def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, p
 
 def _models_random(args: argparse.Namespace) -> int:
     from data_pipelines.synthetic.shapes import WORDS
+    from vlrl.atomic import refuse_non_empty
     from vlrl.models.tiny import build_random_model
 
-    print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed))
+    try:
+        refuse_non_empty(args.out)  # at once, not after building billions of random weights
+        print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed))
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
 def _data_synth(args: argparse.Namespace) -> int:
     from data_pipelines.synthetic.shapes import build_shapes_dataset
 
-    ds = build_shapes_dataset(args.out, args.train_rows, args.eval_rows, seed=args.seed, image_size=args.image_size,
-                              tasks=tuple(args.tasks))
+    try:
+        ds = build_shapes_dataset(args.out, args.train_rows, args.eval_rows, seed=args.seed,
+                                  image_size=args.image_size, tasks=tuple(args.tasks))
+    except FileExistsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{args.out}: " + ", ".join(f"{k}={len(v)} rows" for k, v in ds.items()))
     return 0
 
@@ -318,7 +353,7 @@ def _export(args: argparse.Namespace) -> int:
 
     try:
         out = export_checkpoint(args.checkpoint, args.out)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {out}")
@@ -350,7 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=format_help(Config), formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
                        help="an optional YAML recipe, then dotted overrides (see the option list below)")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest complete "
+                       "checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in a directory that holds an earlier run: its metrics, TensorBoard events, "
+                       "completions and checkpoints are deleted first (a built tiny_model/ and data/ are kept). "
+                       "Without it, or --resume, such a directory is refused. A flag, not a config key, so that "
+                       "no saved config.yaml can delete a run when it is reused")
     train.set_defaults(fn=_train)
 
     export = sub.add_parser("export", help="turn a checkpoint (LoRA adapter, FSDP2 shards) into a plain HF model directory")

@@ -209,10 +209,22 @@ class TrainerConfig:
     seed: int = option(0, "Seed for data order, sampling and model construction.")
     output_dir: str = option("runs/tiny", "Run directory: config, metrics, tensorboard events, checkpoints.")
     eval_every: int = option(50, "Greedy held-out evaluation every N steps (and at the start and end); 0 disables.")
-    save_every: int = option(100, "Checkpoint every N steps (and at the end); 0 saves only at the end.")
+    save_every: int = option(
+        100, "Checkpoint every N steps (and at the end); 0 saves only at the end. A fixed step cadence gives "
+        "checkpoints at the same steps in every run, to compare; save_every_minutes covers slow runs.",
+    )
+    save_every_minutes: float = option(
+        10.0, "Also checkpoint once this many minutes of training have passed since the last checkpoint; 0 "
+        "disables. A crash then loses at most about this much work however slow a step is, while writing "
+        "checkpoints (tens of GB for a 7B model with its optimizer state) stays a small share of the run time. "
+        "Multi-process runs follow the main process's clock.",
+    )
     keep_checkpoints: int = option(2, "Keep the newest N step checkpoints.")
     device: Literal["auto", "cpu", "cuda"] = option("auto", "auto, cpu or cuda.")
-    progress_bar: bool = option(True, "Show a progress bar with reward and accuracy.")
+    progress_bar: bool = option(
+        True, "Show a progress bar with the step's train reward and accuracy, and a line on what the first (slowest) "
+        "step does.",
+    )
     save_completions: int = option(
         0, "Every N steps write each completion, its row fields and the scores it got to "
         "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never. In multi-process runs "

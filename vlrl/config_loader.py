@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from vlrl.atomic import write_text_atomic
 from vlrl.config import Config
 
 
@@ -242,7 +243,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
     text = yaml.dump(
         config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
     )
-    path.write_text(text)
+    write_text_atomic(path, text)  # a kill mid-write leaves the old file, never a truncated config
 
 
 def diff_from_defaults(cfg: Any) -> dict[str, Any]:

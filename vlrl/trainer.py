@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
@@ -47,6 +48,7 @@ from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
 from vlrl.rollout.sampling import prompt_seed
+from vlrl.run_dir import RunDirError, check_run_dir, clear_run
 from vlrl.update import (
     CompletionForward,
     batch_logprobs,
@@ -64,8 +66,12 @@ EVAL_BATCH = 64
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume: bool = False):
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
+        """`resume`: continue the run in `trainer.output_dir` from its newest complete checkpoint. `overwrite`:
+        delete the outputs of an earlier run there first. Without either, a directory that holds a run is
+        refused (RunDirError), before any slow setup."""
         self.cfg = cfg
+        self.clock = time.monotonic  # when time-based checkpoints are due; tests put a fake clock here
         self.run_dir = Path(cfg.trainer.output_dir)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
         # The schedule counts optimiser steps. By default accelerate advances a prepared scheduler once per
@@ -77,12 +83,11 @@ class Trainer:
         if cfg.model.path != "tiny":  # before building data or loading weights: a wrong path fails at once
             check_model_path(cfg.model.path)
         torch.manual_seed(cfg.trainer.seed)
+        self._claim_run_dir(resume, overwrite)
+        ckpt = self._resume_checkpoint() if resume else None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-        ckpt = latest_checkpoint(self.run_dir) if resume else None
-        if resume and ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint under {self.run_dir / 'checkpoints'}")
 
         self.train_rows, self.eval_rows = self._load_data()
         base_path = self._model_path()
@@ -92,6 +97,8 @@ class Trainer:
         self.train_reader = RowReader(self.train_rows)
         self.eval_reader = RowReader(self.eval_rows) if self.eval_rows is not None else None
         self.start_step = self._setup_model(base_path, ckpt)
+        if ckpt is not None and acc.is_main_process:
+            print(f"resuming from {ckpt} at step {self.start_step} of {cfg.trainer.total_steps}", flush=True)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
                                     cfg.data.system_prompt, cfg.data.prompt_suffix)
@@ -110,6 +117,35 @@ class Trainer:
         self._eval_batches = None
 
     # ---- setup -------------------------------------------------------------------------------------------
+    def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
+        """Refuse to start a fresh run over an earlier one (see `vlrl.run_dir`), or clear it with `overwrite`.
+        The main process looks and tells the others, so every rank raises or none does."""
+        acc = self.accelerator
+        problem = None
+        if acc.is_main_process:
+            try:
+                check_run_dir(self.run_dir, resume, overwrite)
+                if overwrite and (removed := clear_run(self.run_dir)):
+                    print(f"--overwrite: removed {', '.join(removed)} from {self.run_dir}", flush=True)
+            except RunDirError as e:
+                problem = str(e)
+        [problem] = broadcast_object_list([problem])
+        if problem:
+            raise RunDirError(problem)
+
+    def _resume_checkpoint(self) -> Path:
+        """The newest complete checkpoint; newer incomplete ones (a save killed before saves were atomic, a
+        file removed by hand) are skipped with a message."""
+        def report(path: Path, reason: str) -> None:
+            if self.accelerator.is_main_process:
+                print(f"--resume: skipping {path}: {reason}", flush=True)
+
+        ckpt = latest_checkpoint(self.run_dir, report=report)
+        if ckpt is None:
+            raise RunDirError(f"--resume {self.run_dir}: no complete checkpoint under {self.run_dir / 'checkpoints'}"
+                              f"; start it over with `vlrl train ... trainer.output_dir={self.run_dir} --overwrite`")
+        return ckpt
+
     def _model_path(self) -> Path | str:
         if self.cfg.model.path != "tiny":
             return self.cfg.model.path
@@ -253,25 +289,52 @@ class Trainer:
         """Train to `trainer.total_steps` (or stop once step `stop_after` is done, as an interruption would);
         returns the last evaluation's metrics."""
         t = self.cfg.trainer
+        show = t.progress_bar and self.accelerator.is_main_process
         bar = tqdm(range(self.start_step, t.total_steps), initial=self.start_step, total=t.total_steps,
-                   disable=not (t.progress_bar and self.accelerator.is_main_process), desc="train")
+                   disable=not show, desc="train")
         last_eval: dict[str, float] = {}
         if self.start_step == 0 and t.eval_every:
+            if show and self.eval_rows is not None:
+                tqdm.write(f"step 0: greedy evaluation of {len(self.eval_rows)} held-out rows before training ...")
             last_eval = self.evaluate(0)
+        if show and self.start_step < t.total_steps:
+            tqdm.write(self._first_step_line())
+        self._last_save = self.clock()
         for step in bar:
             metrics = self.train_step(step)
             self.logger.log(step + 1, metrics)
             done = step + 1 == t.total_steps
             if t.eval_every and ((step + 1) % t.eval_every == 0 or done):
                 last_eval = self.evaluate(step + 1)
-            if (t.save_every and (step + 1) % t.save_every == 0) or done:
+            if self._save_due(step + 1, done):
                 self.save(step + 1)
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", acc=f"{last_eval.get('eval/accuracy', 0):.2f}")
+            # This step's own train accuracy and reward: an evaluation may be many steps old.
+            shown = {"reward": metrics["reward/mean"], "acc": metrics.get("reward/accuracy")}
+            bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None})
             if stop_after is not None and step + 1 >= stop_after:
                 break
         self.logger.close()
         self.mixer.close()
         return last_eval
+
+    def _first_step_line(self) -> str:
+        """What the first, slowest step does (nothing is shown until it ends)."""
+        c, step = self.cfg, self.start_step + 1
+        P, G = c.data.prompts_per_step, c.rollout.group_size
+        return (f"step {step}/{c.trainer.total_steps}: sampling {P} prompts x {G} completions ({P * G}, up to "
+                f"{c.rollout.max_new_tokens} tokens each), scoring and updating ...")
+
+    def _save_due(self, step: int, done: bool) -> bool:
+        """Checkpoint after `step`? At the end, every `save_every` steps, and once `save_every_minutes` have
+        passed since the last save. The main process's clock decides and every rank gets its answer: saving is
+        a collective, so all ranks must save at the same step whatever their own clocks say."""
+        t = self.cfg.trainer
+        if done or (t.save_every and step % t.save_every == 0):
+            return True
+        if not t.save_every_minutes:
+            return False
+        late = self.accelerator.is_main_process and self.clock() - self._last_save >= 60 * t.save_every_minutes
+        return bool(broadcast(torch.tensor([int(late)], device=self.accelerator.device)).item())
 
     def close(self) -> None:
         """End a multi-process run cleanly: every rank reaches here, then the process group is destroyed.
@@ -437,9 +500,11 @@ class Trainer:
         return out
 
     def save(self, step: int) -> Path:
-        return save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
-                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
-                               adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
+        out = save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
+                              self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
+                              adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
+        self._last_save = self.clock()  # the next timed save counts training time from here, not the write
+        return out
 
 
 def prompts_per_rank(prompts_per_step: int, num_processes: int) -> int:

@@ -27,6 +27,7 @@ import PIL.Image
 import PIL.ImageDraw
 
 from data_pipelines.records import image_hash  # noqa: F401 (re-exported: tests and callers use it here)
+from vlrl.atomic import atomic_dir, refuse_non_empty
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def build_shapes_dataset(
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown shapes tasks {unknown}; known: {sorted(TASKS)}")
+    refuse_non_empty(out_dir)  # before the images are drawn, not after
     total = len(tasks) * (train_rows_per_task + eval_rows_per_task)
     train, test, train_hashes, redrawn = [], [], set(), 0
     with tqdm(total=total, desc="shapes dataset", unit="row") as bar:
@@ -120,7 +122,6 @@ def build_shapes_dataset(
         train=datasets.Dataset.from_list(train, features=SCHEMA_FEATURES),
         test=datasets.Dataset.from_list(test, features=SCHEMA_FEATURES),
     )
-    dd.save_to_disk(str(out_dir))
     info = {
         "builder": "data_pipelines.synthetic.shapes",
         "tasks": list(tasks),
@@ -129,7 +130,9 @@ def build_shapes_dataset(
         "rows": {"train": len(train), "test": len(test)},
         "test_redrawn_as_train_duplicates": redrawn,
     }
-    (Path(out_dir) / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    with atomic_dir(out_dir) as tmp:  # whole or not at all: the trainer takes a directory it finds as built
+        dd.save_to_disk(str(tmp))
+        (tmp / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     log.info(
         "shapes dataset: %d train / %d test rows in %s; %d test scenes redrawn (duplicated a train image)",
         len(train),

@@ -64,3 +64,22 @@ def test_overrides_after_options_and_unknown_arguments(capsys):
 def test_serve_rejects_a_missing_checkpoint(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     assert "no checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["models", "tiny"], ["models", "random", "--like", "qwen2.5-vl-7b"],
+                                  ["data", "synth", "--train-rows", "1", "--eval-rows", "1"],
+                                  ["export", "CKPT"]])
+def test_directory_writers_refuse_a_non_empty_output(argv, tmp_path, capsys):
+    # Written whole through a temporary directory, OUT would replace what is there: refused instead, at once
+    # (the random 7B model is never built).
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    if argv[0] == "export":
+        ckpt = tmp_path / "ckpt"
+        ckpt.mkdir()
+        (ckpt / "adapter_config.json").write_text("{}")
+        argv = ["export", str(ckpt)]
+    assert main([*argv, str(out)]) == 2
+    assert f"{out} exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]

@@ -108,3 +108,25 @@ def test_help_documents_the_format():
     for field in ("completion", "answer", "task", "reward", "image_size", "resized_size", "data_source",
                   "progress", "--config", "timeout_s", "workers"):
         assert field in text, field
+
+
+def test_an_input_error_leaves_an_existing_output_untouched(tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"line": 1, "total": 0.25}\n')  # the scores of an earlier, good run
+    good = {"completion": "<answer> red </answer>", "answer": "red", "task": "colour"}
+    # Line 2 is bad after line 1 was scored: the old code had already emptied OUT and written line 1.
+    src = write(tmp_path / "in.jsonl", [good, '{"completion": "x"'])
+    assert main(["rewards", "score", str(src), "-o", str(out), "-q", "--batch-size", "1", "workers=0"]) == 2
+    assert "in.jsonl:2" in capsys.readouterr().err
+    assert out.read_text() == '{"line": 1, "total": 0.25}\n'
+    assert main(["rewards", "score", str(tmp_path / "missing.jsonl"), "-o", str(out), "-q"]) == 2
+    assert "input file not found" in capsys.readouterr().err
+    assert out.read_text() == '{"line": 1, "total": 0.25}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]  # no temporary left
+
+
+def test_output_may_be_the_input_file(tmp_path):
+    # Written under a temporary name and renamed at the end, so the input is read whole before it is replaced.
+    path = write(tmp_path / "rows.jsonl", [{"completion": "<answer> red </answer>", "answer": "red", "task": "c"}])
+    assert main(["rewards", "score", str(path), "-o", str(path), "-q", "workers=0"]) == 0
+    assert json.loads(path.read_text()) == {"line": 1, "total": 1.5, "accuracy": 1.0, "format": 1.0}

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from vlrl.atomic import atomic_dir
+
 SPECIAL_TOKENS = [
     "<|endoftext|>",  # pad and bos, as in Qwen2.5
     "<|im_start|>",
@@ -213,13 +215,14 @@ def build_random_model(out_dir: str | Path, like: str, *, words: Iterable[str], 
 
 
 def _save(model, processor, out_dir: str | Path) -> Path:
+    """Write model and processor into `out_dir`, whole or not at all; an existing `out_dir` must be empty."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     model.generation_config.pad_token_id = model.config.text_config.pad_token_id
     # Like Qwen2.5-VL-Instruct: either end-of-turn or end-of-text ends a completion.
     model.generation_config.eos_token_id = [model.config.text_config.eos_token_id,
                                             model.config.text_config.pad_token_id]
     model.generation_config.bos_token_id = model.config.text_config.bos_token_id
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
     return out
