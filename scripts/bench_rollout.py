@@ -70,7 +70,8 @@ def load(args: argparse.Namespace, device: torch.device, tmp: str):
         path, dtype = Path(args.model_dir or Path(tmp) / args.like), "bfloat16"
         if not (path / "config.json").exists():
             start = time.perf_counter()
-            build_random_model(path, like=args.like, dtype=dtype, min_pixels=pixels, max_pixels=pixels)
+            build_random_model(path, like=args.like, dtype=dtype, min_pixels=pixels, max_pixels=pixels,
+                               device=args.device)
             print(f"built random {args.like} in {path} ({time.perf_counter() - start:.0f} s)")
     cfg = ModelConfig(dtype=dtype, attn_implementation="sdpa", min_pixels=pixels, max_pixels=pixels)
     policy = load_policy(cfg, path, device)

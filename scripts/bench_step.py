@@ -74,7 +74,8 @@ def model_path(args: argparse.Namespace, tmp: Path) -> Path:
     if not (path / "config.json").exists():
         start = time.perf_counter()
         pixels = args.image_size**2
-        build_random_model(path, like=args.like, dtype="bfloat16", min_pixels=pixels, max_pixels=pixels)
+        build_random_model(path, like=args.like, dtype="bfloat16", min_pixels=pixels, max_pixels=pixels,
+                           device=args.device)
         print(f"built random {args.like} in {path} ({time.perf_counter() - start:.0f} s)")
     return path
 

@@ -69,11 +69,11 @@ class Part:
     needs_cuda: bool = True
 
 
-def test_figures() -> dict:
+def figures_of_tests() -> dict:
     return dict(tests=None, passed=None, failed=None, errors=None, skipped=None, failed_tests=[], peak_gib=None)
 
 
-def parts() -> list[Part]:
+def parts(tiny: bool = False) -> list[Part]:
     return [
         Part("install", 120, "install what is missing", run_install, needs_cuda=False,
              figures=dict(action=None, missing_before=None, missing_after=None)),
@@ -81,8 +81,9 @@ def parts() -> list[Part]:
             gpu_name=None, gpu_count=None, gpu_memory_gib=None, compute_capability=None, driver=None,
             cuda_available=None, torch=None, cuda=None, cudnn=None, transformers=None, accelerate=None,
             python=None, cpu_count=None, matmul_bf16_tflops=None)),
-        Part("model", 75, f"random {LIKE} built offline", run_model, figures=dict(path=None, like=None, size_gib=None)),
-        Part("gpu_tests", 60, "tests/gpu but the 3B recipe", run_gpu_tests, figures=test_figures()),
+        Part("model", 75, "tiny model built offline" if tiny else f"random {LIKE} built offline", run_model,
+             figures=dict(path=None, like=None, size_gib=None)),
+        Part("gpu_tests", 60, "tests/gpu but the 3B recipe", run_gpu_tests, figures=figures_of_tests()),
         Part("bench_step", 90, "a whole GRPO step (bench_step.py)", run_bench_step, figures=dict(
             device=None, backend=None, shared_prompt=None, prompts=None, group_size=None, image_size=None,
             new_tokens=None, warmup=None, steps_timed=None, step_s=None, rollout_s=None, reward_s=None,
@@ -92,7 +93,7 @@ def parts() -> list[Part]:
             device=None, prompts=None, group_size=None, image_size=None, new_tokens=None, image_tokens=None,
             prompt_len=None, repeats=None, backends=None, engine_over_cached=None, engine_over_reference=None,
             graphs_over_eager=None, error=None)),
-        Part("gpu_tests_3b", 60, "tests/gpu 3B recipe, 2 steps", run_gpu_tests_3b, figures=test_figures()),
+        Part("gpu_tests_3b", 60, "tests/gpu 3B recipe, 2 steps", run_gpu_tests_3b, figures=figures_of_tests()),
     ]
 
 
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         return probe_deps(args.probe_deps)
     if args.probe_env:
         return probe_env(args.probe_env)
-    check = Check(args, parts())
+    check = Check(args, parts(args.tiny))
     signal.signal(signal.SIGTERM, check.on_signal)
     signal.signal(signal.SIGINT, check.on_signal)
     try:

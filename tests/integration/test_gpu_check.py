@@ -171,3 +171,26 @@ def test_report_of_a_check_cut_short(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check_report.py")], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2
+
+
+def test_random_model_of_a_released_shape_is_drawn_on_the_device_asked(tmp_path, monkeypatch):
+    """The check's `model` part: `vlrl models random --like … --device cuda` reaches build_random_model, which
+    draws the weights there (here a small stand-in shape on CPU; the 3B shape itself needs 15 GB)."""
+    import torch
+
+    import vlrl.models.tiny as tiny
+    from vlrl.cli import main
+
+    seen = {}
+    monkeypatch.setattr(tiny, "build_random_model", lambda out, **kw: seen.update(kw) or out)
+    assert main(["models", "random", "--like", "qwen2.5-vl-3b", str(tmp_path / "m"), "--device", "cuda"]) == 0
+    assert seen["device"] == "cuda" and seen["like"] == "qwen2.5-vl-3b"
+    monkeypatch.undo()
+
+    small = dict(text=dict(tiny.TINY_TEXT, vocab_size=1024), vision=dict(tiny.TINY_VISION, out_hidden_size=64))
+    monkeypatch.setitem(tiny.RELEASED_SHAPES, "small-test", small)
+    path = tiny.build_random_model(tmp_path / "small", like="small-test", device="cpu")
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    assert model.config.text_config.vocab_size == 1024 and model.dtype == torch.bfloat16
