@@ -142,8 +142,11 @@ class Check:
 
     # -- output
     def say(self, line: str) -> None:
-        """A line to the console and the log."""
-        print(line, flush=True)
+        """A line to the console and the log (the log alone once the console is gone, e.g. a closed pipe)."""
+        try:
+            print(line, flush=True)
+        except OSError:
+            pass
         self.log.write(line + "\n")
         self.log.flush()
 
@@ -276,15 +279,22 @@ def run_install(check: Check, part: Part, deadline: float) -> tuple[str, str]:
     missing, actions = fig["missing_before"], []
     wheels = sorted(Path(check.args.wheels).glob("*.whl")) if check.args.wheels else []
     if missing and wheels:  # offline: wheels carried with the working tree
-        actions.append(f"wheels ({len(wheels)} from {check.args.wheels})")
-        pip = python("-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade")
+        # Into a folder of their own, first on every later part's path (as the device notes advise): the image's
+        # environment is left as it is, writable or not.
+        site = check.work / "site"
+        paths = [str(ROOT), str(site), os.environ.get("PYTHONPATH")]
+        check.env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        actions.append(f"wheels ({len(wheels)} from {check.args.wheels} into {site})")
+        pip = python("-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile", "--upgrade",
+                     "--target", str(site))
         if check.call(pip + list(map(str, wheels)), deadline) not in (0, None):
             for wheel in wheels:  # pip refuses the whole list for one unfit wheel (another Python's): one by one
                 check.call(pip + [str(wheel)], deadline)
         missing = probe(check, "deps", deadline)[1].get("missing", ["(the probe did not finish)"])
     if missing:
         actions.append("pip install -e .[dev]")
-        check.call(python("-m", "pip", "install", "-q", "--retries", "2", "--timeout", "20", "-e", ".[dev]"), deadline)
+        pip = python("-m", "pip", "install", "-q", "--retries", "2", "--timeout", "20")
+        check.call(pip + ["-e", ".[dev]"], deadline)
         missing = probe(check, "deps", deadline)[1].get("missing", ["(the probe did not finish)"])
     fig.update(action=" then ".join(actions) or "none", missing_after=missing)
     if time.monotonic() - check.t0 >= deadline and missing:
