@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Wheels for a GPU machine that reaches no package registry: run HERE (where pip reaches one), before the device
-# call; scripts/gpu_check.sh installs them there (its install part: `pip install --no-index --no-deps .whl/*`),
-# but only when a requirement is missing, and then checks again.
+# call (from the checkout that the call sends); scripts/gpu_check.sh installs them there only when a requirement
+# is missing or too old (`pip install --no-index --no-deps --target WORK/site`, first on every later part's path),
+# and then checks again.
 #
 #   bash scripts/gpu_check_wheels.sh                       # the default set below, into .whl/ (git-ignored)
 #   bash scripts/gpu_check_wheels.sh regex==2026.5.9 av    # more packages (NAME or NAME==VERSION)
