@@ -154,8 +154,11 @@ def run_backend(policy, batch, name: str, args: argparse.Namespace, device: torc
     vision = statistics.median(s[0] for s in stages)
     prefill = statistics.median(s[1] for s in stages)
     decode = total - vision - prefill
+    # Vision and prefill are timed apart from the rollout: on a noisy machine (the CPU smoke test under load) they
+    # can add up to more than the whole rollout, and a decode time <= 0 has no rate.
     return dict(rollout_s=total, vision_ms=vision * 1e3, prefill_ms=prefill * 1e3, decode_s=decode,
-                decode_tok_s=statistics.median(tokens) / decode, rollout_tok_s=statistics.median(tokens) / total,
+                decode_tok_s=statistics.median(tokens) / decode if decode > 0 else float("nan"),
+                rollout_tok_s=statistics.median(tokens) / total,
                 peak_gib=peak, tokens=statistics.median(tokens))
 
 

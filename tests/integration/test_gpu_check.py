@@ -67,7 +67,7 @@ def test_tiny_rehearsal_writes_every_part_its_figures_and_the_log(tmp_path):
     roll = parts["bench_rollout"]
     assert set(roll["backends"]) == {"engine", "engine-eager", "cached", "reference"} and roll["error"] is None
     for figures in roll["backends"].values():  # 2 prompts x G=2 x 16 forced tokens each
-        assert figures["tokens"] == 64 and figures["decode_tok_s"] > 0
+        assert figures["tokens"] == 64 and figures["rollout_s"] > 0 and figures["rollout_tok_s"] > 0
     assert roll["engine_over_cached"] > 0
     log = (out / "gpu_check.log").read_text()
     for name in PARTS[1:]:
