@@ -23,7 +23,7 @@ check goes on):
                    -----
                    540 s  (`--budget` scales every share)
 
-`--tiny` rehearses the same flow on CPU in about a minute: no install, the tiny model, the benchmarks' `--device
+`--tiny` rehearses the same flow on CPU in a minute or two: no install, the tiny model, the benchmarks' `--device
 cpu --tiny` smoke sizes, the GPU tests collected and reported skipped (CUDA is hidden from every part).
 Each status is one of ok, failed, timeout, skipped. The exit code is 0 when no part failed or timed out.
 """

@@ -3,7 +3,7 @@
 #
 #   bash scripts/gpu_check.sh                 # on the GPU machine; writes gpu_check.json + gpu_check.log to $OUT
 #   bash scripts/gpu_check.sh --out DIR       # ... or to DIR (default: $OUT if set, else runs/gpu_check/)
-#   bash scripts/gpu_check.sh --tiny          # rehearsal on CPU, about a minute (run by the test suite)
+#   bash scripts/gpu_check.sh --tiny          # rehearsal on CPU, 1-2 minutes (run by the test suite)
 #   bash scripts/gpu_check.sh --only bench_step bench_rollout --no-install    # rerun some parts
 #   python scripts/gpu_check_report.py DIR/gpu_check.json                     # markdown for docs/benchmarks.md
 #
