@@ -4,6 +4,7 @@ offline (`vlrl.models.tiny.build_random_model`, the same as `vlrl models random 
     python scripts/bench_rollout.py                      # 8 prompts x G=8, 448x448 images, 256 new tokens, bf16
     python scripts/bench_rollout.py --backends engine cached --repeats 5
     python scripts/bench_rollout.py --device cpu --tiny  # smoke test: tiny model, CPU, small sizes
+    python scripts/bench_rollout.py --json figures.json  # also write the figures (after each backend)
 
 Every completion is forced to its full length (EOS ids are banned alongside the vision placeholders), so each
 backend decodes exactly prompts x G x new-tokens tokens. Per backend it prints the median over the repeats of
@@ -11,7 +12,8 @@ the whole rollout, of the vision tower and of the prompt prefill (each timed alo
 makes: images once per prompt for `engine`/`cached`, G times for `reference`), decode = rollout - vision -
 prefill, decode tokens/s, and the peak GPU memory above the loaded model. The `engine` backend captures its
 CUDA graphs inside each rollout, so their capture is part of its decode time. `engine-eager` is the engine
-with `rollout.cuda_graphs=false`.
+with `rollout.cuda_graphs=false`. `--json OUT` writes the same figures as JSON, rewritten after each backend so
+that a run cut short still leaves the backends it finished (`scripts/gpu_check.py` reads it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures_json import write_json
 
 BACKENDS = ("engine", "engine-eager", "cached", "reference")
 
@@ -34,13 +37,15 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     ap.add_argument("--tiny", action="store_true", help="the tiny test model and small sizes (a smoke test)")
     ap.add_argument("--like", default="qwen2.5-vl-3b", help="released model shape to copy")
-    ap.add_argument("--model-dir", default="", help="where the random model is written (reused if present)")
+    ap.add_argument("--model-dir", default="", help="where the random (or, with --tiny, tiny) model is written "
+                    "(reused if present)")
     ap.add_argument("--prompts", type=int, default=None, help="prompts per rollout (default 8; tiny 2)")
     ap.add_argument("--group-size", type=int, default=None, help="samples per prompt (default 8; tiny 2)")
     ap.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default 448; tiny 56)")
     ap.add_argument("--new-tokens", type=int, default=None, help="forced completion length (default 256; tiny 16)")
     ap.add_argument("--repeats", type=int, default=3, help="timed rollouts per backend, after one warm-up")
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    ap.add_argument("--json", default="", metavar="OUT", help="also write the figures to this JSON file")
     args = ap.parse_args()
     small = dict(prompts=2, group_size=2, image_size=56, new_tokens=16)
     large = dict(prompts=8, group_size=8, image_size=448, new_tokens=256)
@@ -59,12 +64,15 @@ def load(args: argparse.Namespace, device: torch.device, tmp: str):
 
     pixels = args.image_size**2
     if args.tiny:
-        path, dtype = build_tiny_model(Path(tmp) / "tiny", words=WORDS), "float32"
+        path, dtype = Path(args.model_dir or Path(tmp) / "tiny"), "float32"
+        if not (path / "config.json").exists():
+            build_tiny_model(path, words=WORDS)
     else:
         path, dtype = Path(args.model_dir or Path(tmp) / args.like), "bfloat16"
         if not (path / "config.json").exists():
             start = time.perf_counter()
-            build_random_model(path, like=args.like, words=WORDS, dtype=dtype, min_pixels=pixels, max_pixels=pixels)
+            build_random_model(path, like=args.like, words=WORDS, dtype=dtype, min_pixels=pixels, max_pixels=pixels,
+                               device=args.device)
             print(f"built random {args.like} in {path} ({time.perf_counter() - start:.0f} s)")
     cfg = ModelConfig(dtype=dtype, attn_implementation="sdpa", min_pixels=pixels, max_pixels=pixels)
     policy = load_policy(cfg, path, device)
@@ -147,8 +155,12 @@ def run_backend(policy, batch, name: str, args: argparse.Namespace, device: torc
     vision = statistics.median(s[0] for s in stages)
     prefill = statistics.median(s[1] for s in stages)
     decode = total - vision - prefill
+    # Vision and prefill are timed apart from the rollout: on a noisy machine (the CPU smoke test under load) they
+    # can add up to more than the whole rollout, and a decode time <= 0 has no rate.
     return dict(rollout_s=total, vision_ms=vision * 1e3, prefill_ms=prefill * 1e3, decode_s=decode,
-                decode_tok_s=statistics.median(tokens) / decode, peak_gib=peak, tokens=statistics.median(tokens))
+                decode_tok_s=statistics.median(tokens) / decode if decode > 0 else float("nan"),
+                rollout_tok_s=statistics.median(tokens) / total,
+                peak_gib=peak, tokens=statistics.median(tokens))
 
 
 def describe(device: torch.device) -> str:
@@ -175,6 +187,12 @@ def main() -> None:
         policy, dtype = load(args, device, tmp)
     batch = make_batch(policy, args)
     N = args.prompts * args.group_size
+    report = dict(command="python " + " ".join(sys.argv), device=describe(device),
+                  model="tiny" if args.tiny else args.like, dtype=dtype, prompts=args.prompts,
+                  group_size=args.group_size, image_size=args.image_size, new_tokens=args.new_tokens,
+                  image_tokens=int(batch.image_tokens[0]), prompt_len=int(batch.input_ids.shape[1]),
+                  repeats=args.repeats, backends={}, error=None)
+    write_json(args.json, report)
     print(f"model: {'tiny' if args.tiny else args.like} (random weights, {dtype}); {args.prompts} prompts x G="
           f"{args.group_size} = {N} completions of {args.new_tokens} forced tokens; {args.image_size}x"
           f"{args.image_size} images ({int(batch.image_tokens[0])} image tokens); padded prompt length "
@@ -183,8 +201,12 @@ def main() -> None:
           f"{'decode tok/s':>13} {'peak GiB':>9}  (peak: allocated above the loaded model)")
     for name in args.backends:
         r = run_backend(policy, batch, name, args, device)
+        report["backends"][name] = r
         if r["tokens"] != N * args.new_tokens:
-            sys.exit(f"{name}: decoded {r['tokens']} tokens, expected {N * args.new_tokens} (forcing failed)")
+            report["error"] = f"{name}: decoded {r['tokens']} tokens, expected {N * args.new_tokens} (forcing failed)"
+            write_json(args.json, report)
+            sys.exit(report["error"])
+        write_json(args.json, report)
         peak = f"{r['peak_gib']:.2f}" if device.type == "cuda" else "n/a"
         print(f"{name:>13} {r['rollout_s']:10.3f} {r['vision_ms']:10.1f} {r['prefill_ms']:11.1f} "
               f"{r['decode_s']:9.3f} {r['decode_tok_s']:13,.0f} {peak:>9}")

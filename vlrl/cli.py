@@ -220,7 +220,8 @@ def _models_random(args: argparse.Namespace) -> int:
 
     try:
         refuse_non_empty(args.out)  # at once, not after building billions of random weights
-        print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed))
+        print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed,
+                                 device=args.device))
     except FileExistsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -438,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     rand.add_argument("--like", required=True, choices=["qwen2.5-vl-3b", "qwen2.5-vl-7b"], help="shape to copy")
     rand.add_argument("--dtype", default="bfloat16", help="parameter dtype (default bfloat16)")
     rand.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
+    rand.add_argument("--device", default="cpu", help="where the weights are drawn: cpu (default) or cuda (faster)")
     rand.set_defaults(fn=_models_random)
 
     data = sub.add_parser("data", help="build datasets").add_subparsers(dest="what", required=True)
