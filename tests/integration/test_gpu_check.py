@@ -189,7 +189,7 @@ def test_random_model_of_a_released_shape_is_drawn_on_the_device_asked(tmp_path,
 
     small = dict(text=dict(tiny.TINY_TEXT, vocab_size=1024), vision=dict(tiny.TINY_VISION, out_hidden_size=64))
     monkeypatch.setitem(tiny.RELEASED_SHAPES, "small-test", small)
-    path = tiny.build_random_model(tmp_path / "small", like="small-test", device="cpu")
+    path = tiny.build_random_model(tmp_path / "small", like="small-test", words=["red", "blue"], device="cpu")
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(path)
