@@ -154,9 +154,29 @@ def test_number(completion, answer, params, expected):
     assert run("number", completion, answer, **params) == expected
 
 
-def test_number_bad_ground_truth_raises():
-    with pytest.raises(ValueError, match="ground truth"):
-        run("number", "<answer>3</answer>", "unknown")
+@pytest.mark.parametrize("truth", ["unknown", "x^2+1", "12 cm", "3 + 4", "1 or 2", ""])
+def test_number_truth_that_is_no_number_does_not_apply(truth):
+    # "x^2+1" ends in 1: reading its last number would give full marks to any output ending in 1.
+    assert run("number", "<answer>1</answer>", truth, task="count") is None
+    assert run("number", "<answer>2</answer>", truth, task="count") is None
+
+
+@pytest.mark.parametrize("truth", ["$4$", "\\boxed{4}", "4.", " 4 ", "four", "4e0"])
+def test_number_truth_wrapped_number_still_applies(truth):
+    assert run("number", "<answer>4</answer>", truth, task="count") == 1.0
+
+
+def test_mixer_counts_rows_the_number_term_does_not_apply_to():
+    from vlrl.config import RewardConfig, RewardTerm
+    from vlrl.rewards.base import RewardInput
+    from vlrl.rewards.mixer import RewardMixer
+
+    mixer = RewardMixer(RewardConfig(terms=[RewardTerm(name="number", weight=1.0)]))
+    scores = mixer.score([RewardInput("<answer>1</answer>", "x^2+1", "count"),
+                          RewardInput("<answer>1</answer>", "1", "count")])
+    assert scores.not_applicable == {"number": 1}
+    assert scores.total.tolist() == [0.0, 1.0]
+    assert scores.metrics()["reward/not_applicable"] == 1.0
 
 
 PARSE_CHOICE_CASES = [

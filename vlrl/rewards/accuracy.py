@@ -129,6 +129,30 @@ def parse_number(text: str, *, percent_as_fraction: bool = False, words: bool = 
     return next((v for v in reversed(values) if v is not None), None)
 
 
+_TRUTH_WRAPPER_RE = re.compile(r"^\$+(.*?)\$+$|^\\boxed\{(.*)\}$", re.DOTALL)
+
+
+def truth_number(text: str, *, percent_as_fraction: bool = False, words: bool = True) -> float | None:
+    """The value of a ground truth that *is* one number (forms as :func:`parse_number`; ``$…$``,
+    ``\\boxed{…}`` and a final period around it are ignored), else None — unlike :func:`parse_number`,
+    which finds the last number *in* a text.
+
+    >>> truth_number("1,500"), truth_number("three"), truth_number("x^2+1"), truth_number("12 apples")
+    (1500.0, 3.0, None, None)
+    """
+    text = unicodedata.normalize("NFKC", text.translate(_NUMBER_CHARS)).translate(_NUMBER_CHARS).strip()
+    wrapped = _TRUTH_WRAPPER_RE.match(text)
+    while wrapped:
+        text = (wrapped.group(1) if wrapped.group(1) is not None else wrapped.group(2)).strip()
+        wrapped = _TRUTH_WRAPPER_RE.match(text)
+    text = text.rstrip(".").strip()
+    match = _NUMBER_RE.fullmatch(text)
+    if match:
+        return _match_value(match, percent_as_fraction)
+    word = _WORD_NUMBER_RE.fullmatch(text) if words else None
+    return _word_value(word) if word else None
+
+
 def _match_value(match: re.Match, percent_as_fraction: bool) -> float | None:
     try:
         value = Fraction(match["num"].replace(",", ""))
@@ -167,9 +191,11 @@ def number(
     single: bool = False,
     percent_as_fraction: bool = False,
     words: bool = True,
-) -> float:
+) -> float | None:
     """1.0 when the last number of the answer region is close to the ground-truth number
     (``math.isclose`` with ``rel_tol``/``abs_tol``); 0.0 when no number can be read from the output.
+    None (the reward does not apply, counted by the mixer) when the ground truth is not one number
+    (:func:`truth_number`): an expression or a sentence with a number in it is no count to match.
     ``single=True`` also scores 0.0 when the region holds more than one number: for answers that are a bare
     number (counts), it stops a policy from listing several candidates and being credited for the last.
     ``percent_as_fraction`` and ``words`` apply to both sides, as described in :func:`parse_number`.
@@ -178,9 +204,9 @@ def number(
     1.0
     """
     options = {"percent_as_fraction": percent_as_fraction, "words": words}
-    truth = parse_number(str(inp.answer), **options)
+    truth = truth_number(str(inp.answer), **options)
     if truth is None:
-        raise ValueError(f"number: ground truth {inp.answer!r} holds no number")
+        return None  # a truth like "x^2+1" names no number: reading its last digit would reward noise
     region = answer_region(inp.completion, fallback_to_completion)
     values = read_numbers(region, **options) if region is not None else []
     pred = next((v for v in reversed(values) if v is not None), None)

@@ -66,6 +66,9 @@ class Scores:
     failures: dict[str, int] = field(default_factory=dict)  # component key -> failed calls
     timeouts: int = 0  # reward calls cut by the time limit
     timeout_counts: dict[str, int] = field(default_factory=dict)  # component key -> timed-out calls
+    # component key -> calls that returned None (the term does not apply to that row, e.g. a `number` term
+    # whose ground truth is no number): counted so a data problem shows in the metrics, not as a silent NaN
+    not_applicable: dict[str, int] = field(default_factory=dict)
 
     def metrics(self, prefix: str = "reward") -> dict[str, float]:
         """Flat metrics: ``{prefix}/mean``, ``{prefix}/{component}`` (mean over rows where it applied),
@@ -73,6 +76,8 @@ class Scores:
         (an empty source is named ``unknown``), ``{prefix}/parse_failures`` and ``{prefix}/timeouts``.
         Components that applied to no row of a group are left out rather than logged as NaN."""
         out = {f"{prefix}/parse_failures": float(self.parse_failures), f"{prefix}/timeouts": float(self.timeouts)}
+        if self.not_applicable:  # only when some term skipped a row, so ordinary runs log the same keys as before
+            out[f"{prefix}/not_applicable"] = float(sum(self.not_applicable.values()))
         if self.total.numel() == 0:
             return out
         out.update(self._group_metrics(prefix, torch.ones_like(self.total, dtype=torch.bool)))
@@ -102,6 +107,7 @@ class Scores:
             data_sources=[s for part in parts for s in part.data_sources],
             parse_failures=sum(part.parse_failures for part in parts), failures=add(p.failures for p in parts),
             timeouts=sum(part.timeouts for part in parts), timeout_counts=add(p.timeout_counts for p in parts),
+            not_applicable=add(p.not_applicable for p in parts),
         )
 
     def _group_metrics(self, prefix: str, mask: torch.Tensor) -> dict[str, float]:
@@ -213,6 +219,7 @@ class RewardMixer:
         components: dict[str, list[float]] = {}
         failures: dict[str, int] = {}
         timeouts: dict[str, int] = {}
+        skipped: dict[str, int] = {}
         for (i, key, weight), call, outcome in zip(plan, calls, outcomes, strict=True):
             values = components.setdefault(key, [math.nan] * n)
             if outcome.status == FAILED:
@@ -222,6 +229,7 @@ class RewardMixer:
                 timeouts[key] = timeouts.get(key, 0) + 1
                 self._warn_once(key, call.inp, "timed out")
             if outcome.value is None:
+                skipped[key] = skipped.get(key, 0) + 1
                 continue
             values[i] = outcome.value
             totals[i] += weight * outcome.value
@@ -236,6 +244,7 @@ class RewardMixer:
             failures=failures,
             timeouts=sum(timeouts.values()),
             timeout_counts=timeouts,
+            not_applicable=skipped,
         )
 
     def close(self) -> None:
