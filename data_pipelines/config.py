@@ -78,7 +78,9 @@ class CurateConfig:
         "image_problem", "Duplicate key: 'image_problem' (same pixels and same question), 'image' (same "
         "pixels, whatever the question) or 'none'.",
     )
-    max_answer_chars: int = option(200, "Drop rows whose answer is longer (0 = no limit).")
+    max_answer_chars: int = option(
+        200, "Drop rows whose text answer is longer (0 = no limit); grounding/detection answers are bounded by "
+        "max_boxes instead.")
     max_boxes: int = option(50, "grounding/detection: drop rows with more boxes in the answer (0 = no limit).")
     min_box_side: float = option(2.0, "grounding/detection: drop rows with a box side shorter (pixels).")
     processor: str = option(

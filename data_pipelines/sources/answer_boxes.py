@@ -16,8 +16,12 @@ import json
 import math
 from collections.abc import Sequence
 
-BOX_FORMATS = ("xywh", "xyxy")
+# How a source writes its boxes: corners or corner + size in pixels of the original image, or corners
+# relative to the image's width and height on a 0-1 or 0-1000 scale (Qwen2-VL-style releases).
+BOX_FORMATS = ("xyxy", "xywh", "rel1", "rel1000")
+BOX_TASKS = ("grounding", "detection")  # tasks whose answer is boxes
 DEFAULT_TOLERANCE = 1.0  # pixels a box may overrun the image edge before it counts as outside
+_SCALE = {"rel1": 1.0, "rel1000": 1000.0}
 
 
 class BoxProblem(Exception):
@@ -29,8 +33,17 @@ class BoxProblem(Exception):
         self.detail = detail
 
 
-def to_xyxy(box: object, box_format: str) -> tuple[float, float, float, float]:
-    """Four finite numbers in ``box_format`` ("xywh": COCO's ``[x, y, w, h]``; "xyxy") as ``(x1, y1, x2, y2)``."""
+def to_xyxy(
+    box: object, box_format: str, size: tuple[int, int] | None = None
+) -> tuple[float, float, float, float]:
+    """Four finite numbers in ``box_format`` as ``(x1, y1, x2, y2)`` in pixels of the original image.
+
+    "xywh" is COCO's ``[x, y, w, h]``; "rel1" / "rel1000" are corners on a 0-1 / 0-1000 scale of the
+    ``(width, height)`` image ``size``, which they need.
+
+    >>> to_xyxy([100, 250, 500, 750], "rel1000", (200, 40))
+    (20.0, 10.0, 100.0, 30.0)
+    """
     if box_format not in BOX_FORMATS:
         raise ValueError(f"unknown box format {box_format!r}; expected one of {BOX_FORMATS}")
     if not isinstance(box, Sequence) or isinstance(box, str) or len(box) != 4:
@@ -41,7 +54,14 @@ def to_xyxy(box: object, box_format: str) -> tuple[float, float, float, float]:
         raise BoxProblem("bad_box", f"non-numeric box {str(box)[:80]}") from exc
     if not all(math.isfinite(v) for v in (a, b, c, d)):
         raise BoxProblem("bad_box", f"non-finite box {box}")
-    return (a, b, a + c, b + d) if box_format == "xywh" else (a, b, c, d)
+    if box_format == "xywh":
+        return (a, b, a + c, b + d)
+    if box_format in _SCALE:
+        if size is None:
+            raise ValueError(f"box format {box_format!r} needs the image size")
+        sx, sy = size[0] / _SCALE[box_format], size[1] / _SCALE[box_format]
+        return (a * sx, b * sy, c * sx, d * sy)
+    return (a, b, c, d)
 
 
 def checked_box(

@@ -7,6 +7,11 @@ silently and never fails the whole source.
 
 Image cells hold one image or several: a list, a JSON list in a string (``'["a.jpg", "b.jpg"]'``), or paths
 joined by ``image_sep`` (";" by default). Non-string answers (numbers, box lists) are written as JSON.
+
+A mapped column may be a path into nested values (``conversations[1].value``, ``solution.bbox``; see
+``column_paths``). The answer of a ``grounding`` or ``detection`` row is read as boxes in the source's
+``box_format`` and rewritten as ``[x1, y1, x2, y2]`` in original pixels (``box_cells``); a row whose answer
+holds no usable box is a drop.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any
 
 from data_pipelines.records import SourceResult
 from data_pipelines.sources.annotations import SourceError
+from data_pipelines.sources.answer_boxes import BOX_FORMATS, BOX_TASKS, DEFAULT_TOLERANCE, BoxProblem
+from data_pipelines.sources.box_cells import box_answer_text
+from data_pipelines.sources.column_paths import MISSING, lookup, root_column
 from data_pipelines.sources.images import ImageProblem
 from data_pipelines.sources.params import param
 from data_pipelines.sources.rows import RowIds, new_row
@@ -81,7 +89,13 @@ def columns_from_mapping(mapping: Mapping[str, Any] | Columns, where: str) -> Co
 def check_columns_present(columns: Columns, available: Iterable[str], where: str) -> None:
     """Every mapped column must exist in the input (a typo would otherwise drop every single row)."""
     have = set(available)
-    absent = [c for c in columns.mapped() if c not in have]
+    absent = []
+    for column in columns.mapped():
+        try:
+            if root_column(column, have) not in have:
+                absent.append(column)
+        except ValueError as exc:
+            raise SourceError(f"{where}: {exc}") from exc
     if absent:
         raise SourceError(
             f"{where}: mapped columns {absent} are not in the input; its columns are {sorted(have)}"
@@ -97,12 +111,18 @@ class RowDefaults:
     data_source: str  # data_source when no data_source column (or an empty cell)
     image_sep: str = ";"
     allow_no_image: bool = False  # text-only rows are valid schema v1, but usually a broken record
+    box_format: str = "xyxy"  # how grounding/detection answers write their boxes (answer_boxes.BOX_FORMATS)
+    box_tolerance: float = DEFAULT_TOLERANCE
 
     @classmethod
     def of(cls, options, name: str) -> RowDefaults:
         """The defaults a column-mapped source's options (folder, hf) give."""
+        if options.box_format not in BOX_FORMATS:
+            raise SourceError(f"source {name!r}: box_format must be one of {list(BOX_FORMATS)}, "
+                              f"got {options.box_format!r}")
         return cls(name=name, task=options.task, data_source=options.data_source or name,
-                   image_sep=options.image_sep, allow_no_image=options.allow_no_image)
+                   image_sep=options.image_sep, allow_no_image=options.allow_no_image,
+                   box_format=options.box_format, box_tolerance=options.box_tolerance)
 
 
 ImageLoader = Callable[[Any, str], Any]  # (cell value, where) -> RGB PIL image, or raises ImageProblem
@@ -124,21 +144,30 @@ def add_record(
         return result.drop(
             row_id, "invalid_record", f"record {index} is not an object: {record['__invalid__']}"
         )
+    try:
+        row = _row(record, index, row_id, columns, defaults, load)
+    except _Dropped as dropped:
+        return result.drop(row_id, dropped.reason, dropped.detail)
+    ids.add(result, row)
+
+
+class _Dropped(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _row(record: Mapping, index: int, row_id: str, columns: Columns, defaults: RowDefaults, load) -> dict:
     texts = {}
     for field, reason in (("problem", "missing_question"), ("answer", "missing_answer")):
         column = getattr(columns, field)
         value = _text(_cell(record, column))
         if not value:
-            return result.drop(
-                row_id, reason, f"record {index}: empty or missing column {column!r} ({field})"
-            )
+            raise _Dropped(reason, f"record {index}: empty or missing column {column!r} ({field})")
         texts[field] = value
-    task = _text(_cell(record, columns.task)) if columns.task else ""
-    task = task or defaults.task
+    task = (_text(_cell(record, columns.task)) if columns.task else "") or defaults.task
     if not task:
-        return result.drop(
-            row_id, "missing_task", f"record {index}: empty column {columns.task!r} and no default task"
-        )
+        raise _Dropped("missing_task", f"record {index}: empty column {columns.task!r} and no default task")
     try:
         images = [
             load(v, f"record {index}, column {columns.image!r}")
@@ -146,14 +175,16 @@ def add_record(
         ]
         reward = _json_cell(_cell(record, columns.reward), "reward") if columns.reward else ""
     except ImageProblem as problem:
-        return result.drop(row_id, problem.reason, problem.detail)
+        raise _Dropped(problem.reason, problem.detail) from problem
     except ValueError as exc:
-        return result.drop(row_id, "bad_reward", f"record {index}, column {columns.reward!r}: {exc}")
+        raise _Dropped("bad_reward", f"record {index}, column {columns.reward!r}: {exc}") from exc
     if not images and not defaults.allow_no_image:
-        return result.drop(row_id, "missing_image", f"record {index}: empty column {columns.image!r}")
+        raise _Dropped("missing_image", f"record {index}: empty column {columns.image!r}")
+    if task in BOX_TASKS:
+        texts["answer"] = _box_answer(record, index, columns.answer, task, images, defaults)
     meta = {c: plain_value(record[c]) for c in _meta_columns(record, columns)}
     data_source = _text(_cell(record, columns.data_source)) if columns.data_source else ""
-    row = new_row(
+    return new_row(
         row_id,
         images,
         texts["problem"],
@@ -164,7 +195,18 @@ def add_record(
         reasoning=_text(_cell(record, columns.reasoning)) if columns.reasoning else "",
         meta=meta,
     )
-    ids.add(result, row)
+
+
+def _box_answer(record: Mapping, index: int, column: str, task: str, images: list, defaults: RowDefaults) -> str:
+    """A grounding/detection answer in original pixels of the first image, converted from the source's
+    ``box_format``; a record without a usable box is dropped (it could only ever score 0)."""
+    if not images:
+        raise _Dropped("missing_image", f"record {index}: a {task} answer needs the image its boxes are on")
+    try:
+        return box_answer_text(_cell(record, column), task, defaults.box_format, images[0].size,
+                               defaults.box_tolerance)
+    except BoxProblem as problem:
+        raise _Dropped(problem.reason, f"record {index}, column {column!r}: {problem.detail}") from problem
 
 
 def split_images(value: Any, sep: str) -> list:
@@ -187,7 +229,8 @@ def split_images(value: Any, sep: str) -> list:
 
 
 def _cell(record: Mapping, column: str | None) -> Any:
-    return None if column is None else record.get(column)
+    value = lookup(record, column)
+    return None if value is MISSING else value
 
 
 def _text(value: Any) -> str:
@@ -214,7 +257,7 @@ def _json_cell(value: Any, field: str) -> dict | str:
 def _meta_columns(record: Mapping, columns: Columns) -> list[str]:
     if columns.meta is not None:
         return [c for c in columns.meta if c in record]
-    used = set(columns.mapped())
+    used = {root_column(c, set(record)) for c in columns.mapped()}
     return [c for c in record if c not in used and not _is_binary(record[c])]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.records import SourceResult
+from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE
 from data_pipelines.sources.annotations import (
     SourceError,
     existing_path,
@@ -51,6 +52,10 @@ class HFOptions:
     image_sep: str = param("separator of several image paths in one string cell", ";")
     allow_no_image: bool = param("keep records with no image as text-only rows (else dropped)", False)
     limit: int | None = param("read at most this many records (a quick look at a large set)", None)
+    box_format: str = param(
+        "how grounding/detection answers write boxes: 'xyxy' or 'xywh' (pixels of the original image), 'rel1' "
+        "(corners on a 0-1 scale of width and height) or 'rel1000' (0-1000); converted to xyxy pixels", "xyxy")
+    box_tolerance: float = param("pixels a box may overrun the image before it is dropped", DEFAULT_TOLERANCE)
 
 
 def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:

@@ -73,11 +73,15 @@ def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[Stage
 
 def _rule_problem(row: dict, cfg: CurateConfig) -> tuple[str, str] | None:
     answer = row["answer"]
-    if cfg.max_answer_chars and len(answer) > cfg.max_answer_chars:
-        return "answer_too_long", f"{len(answer)} characters > {cfg.max_answer_chars}"
     if row["task"] not in BOX_TASKS:
+        # A length limit is for text answers: a detection answer's length grows with its boxes (a 4-box
+        # V-Triune answer is ~280 characters), which max_boxes bounds instead.
+        if cfg.max_answer_chars and len(answer) > cfg.max_answer_chars:
+            return "answer_too_long", f"{len(answer)} characters > {cfg.max_answer_chars}"
         return None
     boxes = parse_boxes(answer) or []
+    if not boxes:  # it could only ever score 0; a source that let it through is counted here
+        return "missing_box", f"a {row['task']} answer with no box: {answer[:80]!r}"
     if cfg.max_boxes and len(boxes) > cfg.max_boxes:
         return "too_many_boxes", f"{len(boxes)} boxes > {cfg.max_boxes}"
     sizes = [image.size for image in row["images"]]
