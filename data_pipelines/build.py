@@ -23,7 +23,7 @@ from pathlib import Path
 import datasets
 
 from data_pipelines.cache import ReplyCache
-from data_pipelines.card import histogram, stage_entry, write_card
+from data_pipelines.card import check_totals, histogram, stage_entry, write_card
 from data_pipelines.config import BuildConfig, TeacherConfig
 from data_pipelines.records import Drop, rows_dataset, to_schema_row
 from data_pipelines.stages.caption import caption
@@ -114,7 +114,7 @@ def collect(cfg: BuildConfig) -> StageResult:
     for spec in cfg.sources:
         result = load_source(spec)
         drops += result.drops
-        kept = 0
+        kept, before = 0, len(drops)
         for index, row in enumerate(result.rows):
             schema_row = to_schema_row(row)
             try:
@@ -128,7 +128,11 @@ def collect(cfg: BuildConfig) -> StageResult:
             seen.add(schema_row["id"])
             rows.append(schema_row)
             kept += 1
-        per_source[result.name] = {"rows": kept, "dropped": len(result.rows) - kept + len(result.drops)}
+        # rows_in: the source's rows, each kept or dropped here (schema_error, duplicate_id); source_drops:
+        # input records the source itself could not use. check_totals holds the card to rows_in = rows + collect_drops.
+        per_source[result.name] = {"rows_in": len(result.rows), "rows": kept, "collect_drops": len(drops) - before,
+                                   "source_drops": len(result.drops),
+                                   "dropped": len(result.rows) - kept + len(result.drops)}
         log.info("source %s: %d rows, %d dropped", result.name, kept, per_source[result.name]["dropped"])
     ds = rows_dataset(rows)
     return StageResult(ds, drops, {"sources": per_source})
@@ -185,6 +189,9 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
         "outputs": {"rl_train": histogram(sets["rl"]["train"]), "rl_test": histogram(sets["rl"]["test"]),
                     "chains": histogram(sets["chains"])},
     }
+    problems = check_totals(card)
+    if problems:  # a row lost without a drop is a pipeline bug: fail loudly rather than publish a wrong card
+        raise RuntimeError("dataset card totals do not add up: " + "; ".join(problems))
     write_card(out, card, drops)
     return card
 

@@ -42,8 +42,12 @@ def stage_entry(name: str, rows_in, rows_out, drops: list[Drop], stats: dict) ->
     """One stage's line of the card: counts overall and per data source, drops by reason."""
     sources_in = Counter(rows_in["data_source"]) if rows_in is not None else Counter()
     sources_out = Counter(rows_out["data_source"])
-    per_source = {s: {"in": sources_in.get(s, 0), "out": sources_out.get(s, 0)}
-                  for s in sorted(set(sources_in) | set(sources_out))}
+    dropped = Counter()
+    if rows_in is not None:  # a stage's drops per data source, by the dropped row's id
+        source_of = dict(zip(rows_in["id"], rows_in["data_source"], strict=True))
+        dropped = Counter(source_of.get(d.id, "") for d in drops if d.step == name)
+    per_source = {s: {"in": sources_in.get(s, 0), "out": sources_out.get(s, 0), "dropped": dropped.get(s, 0)}
+                  for s in sorted(set(sources_in) | set(sources_out) | set(dropped))}
     return {
         "stage": name,
         "rows_in": len(rows_in) if rows_in is not None else len(rows_out) + len(drops),
@@ -54,6 +58,35 @@ def stage_entry(name: str, rows_in, rows_out, drops: list[Drop], stats: dict) ->
         "drops_by_step": drop_counts(drops),
         "stats": stats,
     }
+
+
+def check_totals(card: dict) -> list[str]:
+    """Every way the card's counts must add up, as a list of what does not (empty: all is accounted for).
+
+    Per stage: rows in = rows out + that stage's drops, overall and per data source. Per source section at
+    collect: the rows a source produced = rows kept + rows collect dropped. A mismatch means a row vanished
+    without a drop (or a drop names no row), which the card exists to rule out.
+    """
+    problems = []
+    for stage in card["stages"]:
+        name = stage["stage"]
+        own = sum(stage["drops_by_step"].get(name, {}).values())
+        if name == "collect":
+            for source, n in stage["stats"].get("sources", {}).items():
+                if n["rows_in"] != n["rows"] + n["collect_drops"]:
+                    problems.append(f"collect, source {source!r}: {n['rows_in']} rows in != {n['rows']} kept + "
+                                    f"{n['collect_drops']} dropped")
+            kept = sum(n["rows"] for n in stage["stats"].get("sources", {}).values())
+            if stage["stats"].get("sources") and kept != stage["rows_out"]:
+                problems.append(f"collect: sources kept {kept} rows but the stage wrote {stage['rows_out']}")
+            continue
+        if stage["rows_in"] != stage["rows_out"] + own:
+            problems.append(f"{name}: {stage['rows_in']} rows in != {stage['rows_out']} out + {own} dropped")
+        for source, n in stage["per_source"].items():
+            if n["in"] != n["out"] + n.get("dropped", 0):
+                problems.append(f"{name}, data source {source!r}: {n['in']} in != {n['out']} out + "
+                                f"{n.get('dropped', 0)} dropped")
+    return problems
 
 
 def _merged(by_step: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -96,7 +96,10 @@ class CurateConfig:
         "all", "Rows of the RL set: 'all' curated rows, or 'verified' (only rows with a verified chain).",
     )
     disjoint: bool = option(False, "Keep rows of the reasoning-chain set out of the RL set.")
-    eval_fraction: float = option(0.05, "Share of RL rows held out as the 'test' split (by hashed id).")
+    eval_fraction: float = option(
+        0.05, "Share of RL rows held out as the 'test' split, drawn by image (a hash of the pixels), so every "
+        "question about one image lands on the same side; rows a source marks held out (its published test "
+        "split) always go to 'test'.")
 
 
 @dataclass

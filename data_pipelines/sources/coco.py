@@ -13,6 +13,8 @@ COCO boxes are ``[x, y, w, h]``; answers are ``[x1, y1, x2, y2]`` in original pi
 crowd annotation (``iscrowd: 1``: one region for many instances) or an unusable box in an image is left
 out of that image's questions, since its count and box list are then unknown; each such annotation is a
 drop (``crowd_annotation``, ``box_outside_image``, ``degenerate_box``, ``bad_box``, ``unknown_category``).
+An image that yields no question is a drop too (``no_annotations``, ``no_usable_annotations``,
+``no_questions``), so every image of the file is a row or a drop.
 ``max_per_image`` keeps a seeded random subset of an image's questions, the same on every run.
 """
 
@@ -102,6 +104,9 @@ def load_coco(options: CocoOptions, name: str = "coco") -> SourceResult:
             continue
         anns = _check_boxes(by_image.get(image_id, []), image.size, options.box_tolerance, result, name)
         rows = _questions(info, image, anns, categories, options, templates, name)
+        if not rows:  # counted: an image that asks nothing must show in the card, not vanish
+            result.drop(f"{name}:{image_id}", *_why_no_question(image_id, by_image, anns, options.kinds))
+            continue
         if options.max_per_image is not None and len(rows) > options.max_per_image:
             keep = sorted(
                 random.Random(f"{options.seed}:{image_id}").sample(range(len(rows)), options.max_per_image)
@@ -138,6 +143,16 @@ def _group_annotations(anns: list, images: dict, categories: dict, result: Sourc
         else:
             by_image.setdefault(ann["image_id"], []).append(ann)
     return by_image
+
+
+def _why_no_question(image_id, by_image: dict, anns: _ImageAnnotations, kinds) -> tuple[str, str]:
+    """(reason, detail) for an image that yields no question."""
+    if not by_image.get(image_id):
+        return "no_annotations", f"image {image_id}: no annotation in the file"
+    if not anns.boxes:
+        return "no_usable_annotations", f"image {image_id}: every annotation was dropped (see its drops)"
+    return "no_questions", (f"image {image_id}: no category is usable for {list(kinds)} (crowd regions, bad "
+                            "boxes, or several instances where grounding needs exactly one)")
 
 
 def _open(info: dict, root: Path, result: SourceResult, drop_id: str):

@@ -33,8 +33,9 @@ def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[Stage
     if cfg.max_prompt_tokens and not cfg.processor:
         raise ValueError("curate.max_prompt_tokens needs curate.processor (a model directory) to count tokens")
     counter = _TokenCounter(cfg) if cfg.max_prompt_tokens else None
-    keep, drops, seen = [], [], {}
+    keep, drops, seen, groups = [], [], {}, {}
     for i, row in enumerate(tqdm(iter_rows(collected), total=len(collected), desc=STAGE, unit="row")):
+        groups[row["id"]] = split_group(row)
         problem = _rule_problem(row, cfg) or _duplicate(row, cfg, seen)
         if problem is None and counter is not None:
             n = counter(row)
@@ -61,9 +62,14 @@ def curate(collected, verified, cfg: CurateConfig, seed: int = 0) -> tuple[Stage
     else:
         rl_index = list(range(len(curated)))
     rl = curated.select(rl_index)
-    test = [i for i, row_id in enumerate(rl["id"]) if _held_out(row_id, seed, cfg.eval_fraction)]
+    test = [i for i, row_id in enumerate(rl["id"])
+            if groups[row_id][1] or _held_out(groups[row_id][0], seed, cfg.eval_fraction)]
     if cfg.eval_fraction > 0 and not test and len(rl) >= 2:
-        test = [len(rl) - 1]  # a tiny build still gets a held-out row to evaluate on
+        # A tiny build still gets held-out rows to evaluate on: the last row's whole group, never half of it.
+        last = groups[rl["id"][-1]][0]
+        test = [i for i, row_id in enumerate(rl["id"]) if groups[row_id][0] == last]
+        if len(test) == len(rl):
+            test = []
     test_set = set(test)
     splits = {"train": rl.select([i for i in range(len(rl)) if i not in test_set]), "test": rl.select(test)}
     stats = {"curated": len(curated), "rl_train": len(splits["train"]), "rl_test": len(splits["test"]),
@@ -111,8 +117,28 @@ def _duplicate(row: dict, cfg: CurateConfig, seen: dict) -> tuple[str, str] | No
     return None
 
 
-def _held_out(row_id: str, seed: int, fraction: float) -> bool:
-    digest = hashlib.sha256(f"{seed}:{row_id}".encode()).digest()
+def split_group(row: dict) -> tuple[str, bool]:
+    """(the key the held-out split groups a row by, whether its source holds it out).
+
+    Rows about the same picture must land on one side of the split — else a test question about an image
+    (or a RefCOCO object) was trained on through its sibling questions — so the key is the hash of the row's
+    images' pixels, which also groups the same COCO image reached through two sources. A source may set
+    ``meta.split_group`` instead, and ``meta.heldout: true`` for rows of a published test split it keeps.
+    Text-only rows group by their id.
+    """
+    meta = row["meta"]
+    if isinstance(meta, str):
+        meta = json.loads(meta) if meta.strip() else {}
+    heldout = bool(meta.get("heldout")) if isinstance(meta, dict) else False
+    if isinstance(meta, dict) and meta.get("split_group") not in (None, ""):
+        return f"group:{meta['split_group']}", heldout
+    if row["images"]:
+        return "images:" + "+".join(image_hash(image) for image in row["images"]), heldout
+    return f"id:{row['id']}", heldout
+
+
+def _held_out(group: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
