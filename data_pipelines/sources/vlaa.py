@@ -1,13 +1,24 @@
 """Source ``vlaa``: VLAA-Thinking-style JSON — image, question, ground truth, a teacher's R1-style answer
 and a caption per record (Chen et al. 2025, arXiv 2504.11468).
 
-Record fields: ``image`` (a path, or a list of paths), ``question``, ``gt``, ``ds_answer`` (the
-reasoner's output, ``<think>…</think>`` then its answer), ``caption``, ``meta`` (an object, often naming the
-origin dataset under ``source``/``dataset``/``data_source``), optionally ``id``. Rows get:
+The published layout (UCSC-VLAA/VLAA-Thinking): ``VLAA-Thinking-SFT-126K.json`` and
+``VLAA-Thinking-GRPO-25K.json`` beside an ``images/`` folder of one subfolder per origin (``allava_laion``,
+``arxivqa``, ``chartqa``, ``clevr_math``, ``coco``, ``docvqa``, ``geoqa170k``, ``synthesis``, ``vg``, ``vizwiz``).
+Record fields: ``id`` (``<origin>-<original id>``, e.g. ``clevr_math-CLEVR_train_027977.png``), ``image``
+(relative to ``images/``, written ``clevr_math/…`` or, for ALLaVA, ``/allava_laion/images/…`` with a leading
+``/``; or a list), ``question``, ``gt`` (a letter, a number — sometimes a JSON number —, text, or a worked
+solution ending in an ``Answer:`` line), ``ds_answer`` (the reasoner's output, ``<think>…</think>`` then its
+answer), ``caption``, ``meta`` (an object). ``image_root`` defaults to the JSON file's folder; an image path
+is looked up under it and under its ``images/``, and a leading ``/`` that names no existing file is read as
+relative. Rows get:
 
 - ``reasoning``: the ``<think>`` part of ``ds_answer`` (text before ``</think>`` when the opening tag is
   missing, as R1 outputs often are); "" when there is none;
-- ``data_source``: the ``data_source`` option, else the origin dataset named in ``meta``, else the name;
+- ``data_source``: the ``data_source`` option, else the origin dataset named in ``meta``, else
+  ``<name>_<origin>`` with the origin from the id prefix or the image's first folder (so per-source metrics
+  keep CLEVR-Math apart from ArxivQA), else the name;
+- ``answer``: ``gt``, or the text after the last ``Answer:`` marker of a worked solution (the whole solution
+  is kept in ``meta.solution``): a verifier compares final answers, not derivations;
 - ``meta``: ``caption``, ``ds_answer`` and every other original field (``meta`` under ``source_meta``);
   for multiple-choice rows also ``options`` (letter -> text, read from the question) for the choice reward;
 - ``task`` inferred from the answer by :func:`infer_task`.
@@ -33,6 +44,7 @@ _OPTION_RE = re.compile(r"(?:^|(?<=\s))\(?([A-E])[.:)]\s*(.+?)(?=\s+\(?[A-E][.:)
 _NUMBER_RE = re.compile(r"^[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?\s*(?:%|°)?$")
 _MATH_RE = re.compile(r"\\[A-Za-z]+|[\^_=]|\d\s*[+\-*/×÷]\s*[\w(]|^[+\-]?\d*[a-z]\b|[a-z]\s*[+\-*/]\s*\w|√|π")
 _BOXED_RE = re.compile(r"^\\boxed\{(.*)\}$", re.DOTALL)
+_ANSWER_MARKER_RE = re.compile(r"(?:^|\n|†)[ \t*]*(?:final )?answer[ \t*]*[:：][ \t*]*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,14 +79,17 @@ def _row(record: dict, index: int, root: Path, options: VlaaOptions, result: Sou
     if not paths:
         return result.drop(row_id, "missing_image", f"record {index}: empty or missing field 'image'")
     try:
-        images = [load_image(p, root, f"record {index}, field 'image'") for p in paths]
+        images = [_image(p, root, f"record {index}, field 'image'") for p in paths]
     except ImageProblem as problem:
         return result.drop(row_id, problem.reason, problem.detail)
-    task = options.task or infer_task(gt, question)
-    letter = _LETTER_RE.match(_clean_answer(gt))
-    answer = letter.group(1).upper() if task == "mcq" and letter else gt
+    final = final_answer(gt)
+    task = options.task or infer_task(final, question)
+    letter = _LETTER_RE.match(_clean_answer(final))
+    answer = letter.group(1).upper() if task == "mcq" and letter else final
     source_meta = record.get("meta")
     meta = {k: v for k, v in record.items() if k not in ("image", "question", "gt", "meta", "id")}
+    if final != gt:
+        meta["solution"] = gt
     if source_meta not in (None, "", {}):
         meta["source_meta"] = source_meta
     if task == "mcq":
@@ -86,7 +101,7 @@ def _row(record: dict, index: int, root: Path, options: VlaaOptions, result: Sou
         question,
         answer,
         task,
-        options.data_source or _origin(source_meta) or name,
+        options.data_source or _origin(source_meta) or _prefixed(name, _release_origin(record, paths)) or name,
         reasoning=thinking(ds_answer),
         meta=meta,
     )
@@ -141,6 +156,51 @@ def _clean_answer(answer: str) -> str:
         text = text.strip("$").strip()
     boxed = _BOXED_RE.match(text)
     return boxed.group(1).strip() if boxed else text
+
+
+def final_answer(gt: str) -> str:
+    """The text after the last ``Answer:`` marker of a worked solution (``†Answer: y = -5 * sin(-5 * x).``,
+    ``**Answer:** 3``), final period dropped; ``gt`` itself when it has none.
+
+    >>> final_answer("Step 1: 5 = a * -1.\\n\\n†Answer: a = -5."), final_answer("C")
+    ('a = -5', 'C')
+    """
+    matches = list(_ANSWER_MARKER_RE.finditer(gt))
+    if not matches:
+        return gt
+    tail = gt[matches[-1].end():].strip().strip("*").strip()
+    return tail[:-1].rstrip() if tail.endswith(".") and not tail[:-1].rstrip().endswith(".") else tail or gt
+
+
+def _image(path, root: Path, where: str):
+    """The image at ``path`` under ``root`` or ``root/images`` (the release's layout); a leading ``/`` that
+    names no existing file is the release's way of writing a path relative to ``images/``."""
+    if not isinstance(path, str):
+        return load_image(path, root, where)
+    candidate = Path(path)
+    if candidate.is_absolute() and candidate.is_file():
+        return load_image(path, root, where)
+    relative = path.lstrip("/")
+    for base in (root, root / "images"):
+        if (base / relative).is_file():
+            return load_image(relative, base, where)
+    raise ImageProblem("missing_image", f"{where}: no image file {relative!r} under {root} or {root / 'images'}")
+
+
+def _release_origin(record: dict, paths: list) -> str:
+    """The origin dataset of a release record: its id's prefix (``geoqa170k-geoqa_plus-2905``), else the
+    first folder of its image path (``clevr_math/…``, ``/allava_laion/…``)."""
+    record_id = record.get("id")
+    if isinstance(record_id, str) and "-" in record_id:
+        return record_id.split("-", 1)[0]
+    if paths and isinstance(paths[0], str):
+        parts = [p for p in Path(paths[0].lstrip("/")).parts[:-1] if p != "images"]
+        return parts[0] if parts else ""
+    return ""
+
+
+def _prefixed(name: str, origin: str) -> str:
+    return f"{name}_{origin}" if origin else ""
 
 
 def _origin(source_meta) -> str:
