@@ -6,6 +6,8 @@ Columns read: ``prompt`` (chat messages ``{role, content}``; the last user messa
 and the optional ``ability`` and ``extra_info``.
 
 - ``reward``: the ``reward_model`` object as it is; ``vlrl.rewards.vtriune`` translates it at training time.
+  It is checked here the way training will read it (every key of the released schema, the verifier's
+  params): a spec training would reject is a drop (``bad_reward``) naming the row and the key.
 - ``answer``: ``reward_model.ground_truth`` without a wrapping ``<answer>…</answer>``. For the ``detection``
   verifier its boxes are rewritten as this package's ground truth — ``[{"bbox_2d": [x1, y1, x2, y2],
   "label": ...}]`` in original pixels of the first image. V-Triune writes them 0–1000 normalised when
@@ -108,6 +110,12 @@ def _row(
     if not isinstance(reward, Mapping) or not reward.get("verifier"):
         return result.drop(row_id, "bad_reward", f"row {index}: column 'reward_model' has no verifier")
     reward = plain_value(reward)
+    from vlrl.rewards.vtriune import check_vtriune  # here: the rewards package loads torch, sources need not
+
+    try:  # every key of the released schema and the verifier's params, checked now rather than mid-training
+        check_vtriune(reward)
+    except ValueError as err:
+        return result.drop(row_id, "bad_reward", f"row {index}, column 'reward_model': {err}")
     truth = _ground_truth(reward.get("ground_truth"))
     if not truth:
         return result.drop(row_id, "missing_answer", f"row {index}: empty 'reward_model.ground_truth'")

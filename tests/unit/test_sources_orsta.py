@@ -130,3 +130,42 @@ def test_rows_score_through_the_vtriune_reward_spec(orsta):
         specs.append(json.loads(json.dumps(row["reward"])))  # as the row stores it on disk
     scores = RewardMixer(RewardConfig(workers=0)).score(inputs, specs)
     assert scores.total.tolist() == pytest.approx([1.0, 1.0, 1.0]) and scores.parse_failures == 0
+
+
+def _released(truth, verifier, **over):
+    """A reward_model as the released Orsta / V-Triune schema writes it: answer, style, length_ratio too."""
+    reward = {"answer": truth, "ground_truth": truth, "accuracy_ratio": 1.0, "format_ratio": 0.1,
+              "length_ratio": None, "style": "rule", "verifier": verifier,
+              "verifier_parm": {"det_verifier_normalized": True, "det_reward_ratio": {
+                  "iou_max_label_first": 1.0, "iou_max_iou_first": 0.0, "iou_completeness": 0.3,
+                  "map": 0.0, "map50": 0.0, "map75": 0.0}}}
+    reward.update(over)
+    return reward
+
+
+def test_released_reward_keys_checked_at_import(tmp_path):
+    four = ("<answer>[{'bbox_2d': [484, 227, 818, 998], 'label': 'shiba dog'}, {'bbox_2d': [106, 142, 473, 998], "
+            "'label': 'shiba dog'}, {'bbox_2d': [274, 468, 427, 652], 'label': 'dog collar'}, {'bbox_2d': "
+            "[490, 522, 609, 611], 'label': 'dog collar'}]</answer>")
+    rewards = [
+        _released(four, "detection"),  # the published v3det example: 4 boxes, 0-1000
+        _released(four, "detection", length_ratio=0.0),
+        _released(four, "detection", length_ratio=0.5),  # a rule this package does not know: refused
+        _released("\\boxed{4}", "mathverify", surprise=1),  # a key the schema does not have
+        _released("4", "no_such_verifier"),
+        _released(four, "detection", verifier_parm={"det_verifier_normalized": True, "iou_thresh": 0.5}),
+    ]
+    records = [{"prompt": [{"role": "user", "content": "<image>Locate every dog and collar."}],
+                "images": [{"bytes": png_bytes((799, 533)), "path": None}], "reward_model": r,
+                "data_source": "v3det_train", "ability": "cv_detection", "extra_info": {"id": None}}
+               for r in rewards]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "train-00000-of-00001.parquet")
+    result = load_orsta(OrstaOptions(path=str(tmp_path)))
+    assert [r["id"] for r in result.rows] == ["orsta:0", "orsta:1"]
+    boxes = [item["bbox_2d"] for item in json.loads(result.rows[0]["answer"])]
+    assert boxes[0] == pytest.approx([484 * 0.799, 227 * 0.533, 818 * 0.799, 998 * 0.533], abs=0.01)
+    assert len(result.rows[0]["answer"]) > 200  # the default max_answer_chars no longer applies to boxes
+    details = {d.id: d.detail for d in result.drops}
+    assert {d.reason for d in result.drops} == {"bad_reward"}
+    assert "length_ratio" in details["orsta:2"] and "surprise" in details["orsta:3"]
+    assert "no_such_verifier" in details["orsta:4"] and "iou_thresh" in details["orsta:5"]

@@ -22,6 +22,8 @@ other names              used as a reward name of this registry (``number``, ``c
                          ``image_path``) are dropped; ``det_verifier_normalized: true`` (predictions in resized-
                          input pixels) sets ``box_format: qwen2_5_vl``; every other key is passed to the
                          accuracy term as a param (and checked: an unknown one is an error naming the row)
+``length_ratio``         null or 0 (as released): no term; any other value is refused (its rule is not known here)
+``style``, ``answer``    ignored (descriptive)
 ``ground_truth``         ignored here: it is the row's ``answer`` (the dataset adapter's job, as is converting
                          V-Triune's 0–1000 normalised ground-truth boxes to original pixels)
 =======================  =====================================================================================
@@ -37,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any
 
 VTRIUNE_KEYS = frozenset({"verifier", "verifier_parm", "accuracy_ratio", "format_ratio", "ground_truth",
-                          "answer", "style"})
+                          "answer", "style", "length_ratio"})
 _RUNTIME_KEYS = frozenset({"is_training", "step", "total_steps", "image_grid_thw", "image_path", "verifier_style",
                            "query"})
 _DET_RATIO_KEYS = ("iou_max_iou_first", "iou_max_label_first", "map", "map50", "map75")
@@ -51,7 +53,8 @@ def is_vtriune(spec: Mapping) -> bool:
 def from_vtriune(spec: Mapping) -> dict:
     """This package's row spec ``{"terms": [...]}`` for a V-Triune ``reward_model`` object (table above).
     Raises ValueError for unknown keys or malformed values."""
-    unknown = sorted(set(spec) - VTRIUNE_KEYS)
+    # A parquet struct column has every key any row used, null where a row lacks it: null means absent.
+    unknown = sorted(k for k in set(spec) - VTRIUNE_KEYS if spec[k] is not None)
     if unknown:
         raise ValueError(f"V-Triune reward spec: unknown keys {unknown}; expected some of {sorted(VTRIUNE_KEYS)}")
     verifier = spec["verifier"]
@@ -62,7 +65,12 @@ def from_vtriune(spec: Mapping) -> dict:
         raise ValueError(f"V-Triune reward spec: 'verifier_parm' must be an object, got {params!r}")
     accuracy = _ratio(spec, "accuracy_ratio", 1.0)
     fmt = _ratio(spec, "format_ratio", 0.0)
-    params = {k: v for k, v in params.items() if k not in _RUNTIME_KEYS}
+    if _ratio(spec, "length_ratio", 0.0):
+        # Later releases' schema has it (null or 0 in the rows seen); a weight for a length term whose
+        # exact rule is not published here would be a guess, so a non-zero one is refused, not approximated.
+        raise ValueError(f"V-Triune reward spec: length_ratio {spec['length_ratio']!r} is not supported "
+                         "(only null or 0)")
+    params = {k: v for k, v in params.items() if k not in _RUNTIME_KEYS and v is not None}
     if params.pop("det_verifier_normalized", False):
         params.setdefault("box_format", "qwen2_5_vl")
     # Orsta rows of every verifier carry det_reward_ratio (all null outside detection).
@@ -81,11 +89,26 @@ def from_vtriune(spec: Mapping) -> dict:
     return {"terms": terms}
 
 
+def check_vtriune(spec: Mapping) -> dict:
+    """The row spec of ``spec`` with every term's reward resolved and its params checked, as the mixer will
+    at training time; ValueError naming the problem. Importers call it so a spec the trainer would reject is
+    a drop at import, not a crash hours into a run."""
+    from vlrl.rewards.base import check_params, get_reward
+
+    translated = from_vtriune(spec)
+    for term in translated["terms"]:
+        try:
+            check_params(get_reward(term["name"]), term["params"])
+        except ValueError as err:
+            raise ValueError(f"V-Triune reward spec, term {term['name']!r}: {err}") from err
+    return translated
+
+
 def _detection_terms(accuracy: float, params: dict, ratios: Mapping | None) -> list[dict]:
     ratios = ratios or {}
     if not isinstance(ratios, Mapping):
         raise ValueError(f"V-Triune reward spec: 'det_reward_ratio' must be an object, got {ratios!r}")
-    unknown = sorted(set(ratios) - {*_DET_RATIO_KEYS, "iou_completeness"})
+    unknown = sorted(k for k in set(ratios) - {*_DET_RATIO_KEYS, "iou_completeness"} if ratios[k] is not None)
     if unknown:
         raise ValueError(f"V-Triune reward spec: unknown det_reward_ratio keys {unknown}")
     # Null ratios (how a dataset schema stores absent floats) count as 0, as V-Triune's server reads them.
