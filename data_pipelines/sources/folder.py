@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE
 from data_pipelines.sources.annotations import SourceError, existing_path, progress, read_records
+from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE
 from data_pipelines.sources.columns import (
     Columns,
     RowDefaults,

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.records import SourceResult
-from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE
 from data_pipelines.sources.annotations import (
     SourceError,
     existing_path,
@@ -24,6 +23,7 @@ from data_pipelines.sources.annotations import (
     parquet_files,
     progress,
 )
+from data_pipelines.sources.answer_boxes import DEFAULT_TOLERANCE
 from data_pipelines.sources.columns import (
     Columns,
     RowDefaults,
