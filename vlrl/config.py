@@ -161,6 +161,12 @@ class AlgorithmConfig:
         "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "
         "of equally rewarded answers fastest, and the others die out).",
     )
+    negative_weight: float = option(
+        1.0, "Scale of negative advantages (completions worse than their group's baseline); positive ones keep "
+        "weight 1. Below 1, a wrong answer in a group that also holds right answers is pushed down less: before "
+        "the policy tells the images apart, those pushes lower a rarely right answer everywhere and it stops "
+        "being sampled on its own images (docs/tiny_demo_tuning.md). 1 is plain GRPO.",
+    )
     clip_low: float = option(0.2, "Lower clip of the importance ratio: 1 - clip_low.")
     clip_high: float = option(0.28, "Upper clip of the importance ratio: 1 + clip_high (DAPO clip-higher).")
     ratio_level: Literal["token", "sequence"] = option("token", "Importance ratio per 'token' (GRPO/PPO) or per 'sequence' (GSPO).")

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
-from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates
+from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates, weight_negatives
 from vlrl.checkpoint import (
     is_sharded_checkpoint,
     latest_checkpoint,
@@ -364,6 +364,7 @@ class Trainer:
             advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
             if cfg.algorithm.split_duplicates:
                 advantages = split_duplicates(advantages, rollouts.completion_ids, rollouts.completion_mask, G)
+            advantages = weight_negatives(advantages, cfg.algorithm.negative_weight)
             keep = torch.ones_like(rewards, dtype=torch.bool)
             if cfg.algorithm.dynamic_sampling:
                 keep = groups_with_signal(rewards, G).repeat_interleave(G)

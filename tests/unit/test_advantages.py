@@ -10,6 +10,7 @@ from vlrl.algorithms.advantages import (
     compute_advantages,
     groups_with_signal,
     split_duplicates,
+    weight_negatives,
 )
 
 REWARDS_1001 = torch.tensor([1.0, 0.0, 0.0, 1.0])
@@ -116,3 +117,14 @@ def test_split_duplicates_by_hand():
     adv = torch.tensor([0.3, 0.3, -0.9, 0.3, 1.0, -1.0, 0.5, 0.5])
     out = split_duplicates(adv, ids, mask, group_size=4)
     torch.testing.assert_close(out, torch.tensor([0.1, 0.1, -0.9, 0.1, 1.0, -1.0, 0.25, 0.25]))
+
+
+def test_weight_negatives_by_hand():
+    # drgrpo advantages of a group [1.5, 0.5, 0.5, 0.5]: mean 0.75 -> [0.75, -0.25, -0.25, -0.25]
+    adv = compute_advantages(torch.tensor([1.5, 0.5, 0.5, 0.5]), 4, "drgrpo")
+    out = weight_negatives(adv, 0.5)
+    assert out.tolist() == pytest.approx([0.75, -0.125, -0.125, -0.125])
+    assert weight_negatives(torch.tensor([0.0, -1.0, 2.0]), 0.0).tolist() == [0.0, 0.0, 2.0]
+    assert weight_negatives(adv, 1.0) is adv  # plain GRPO: untouched
+    with pytest.raises(ValueError, match="negative_weight must be in"):
+        weight_negatives(adv, 1.5)

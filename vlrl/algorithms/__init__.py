@@ -6,6 +6,7 @@ from vlrl.algorithms.advantages import (
     compute_advantages,
     groups_with_signal,
     split_duplicates,
+    weight_negatives,
 )
 from vlrl.algorithms.kl import KL_ESTIMATORS, kl_penalty
 from vlrl.algorithms.logprobs import token_logprobs
@@ -24,4 +25,5 @@ __all__ = [
     "policy_loss",
     "split_duplicates",
     "token_logprobs",
+    "weight_negatives",
 ]

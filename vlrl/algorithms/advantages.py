@@ -108,6 +108,21 @@ def split_duplicates(advantages: Tensor, completion_ids: Tensor, mask: Tensor, g
     return advantages / counts.to(advantages.dtype)
 
 
+def weight_negatives(advantages: Tensor, weight: float) -> Tensor:
+    """Advantages [N] with the negative ones multiplied by ``weight`` (positive ones and zeros unchanged).
+
+    Why: with group baselines a wrong completion is pushed down only in groups that also hold a right one, and
+    there its push is large (the group's mean is high). While the policy cannot yet tell the images apart, those
+    pushes lower the wrong word for every image, its own included; an answer that is right on few images and
+    wrong on many then dies out before it is learned. ``weight`` < 1 damps them; 1 returns the input.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"negative_weight must be in [0, 1], got {weight}")
+    if weight == 1.0:
+        return advantages
+    return torch.where(advantages < 0, advantages * weight, advantages)
+
+
 def groups_with_signal(rewards: Tensor, group_size: int, atol: float = 1e-6) -> Tensor:
     """Which groups carry a learning signal: False where all G rewards are equal (within ``atol``).
 

@@ -154,13 +154,14 @@ def qwen2_5_vl_config(tokenizer, text: dict, vision: dict):
     # mRoPE splits the rotary half-dimension into (temporal, height, width) sections; Qwen uses 16/24/24 of 64.
     half = head_dim // 2
     sections = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    theta = text.get("rope_theta", 1_000_000.0)
     text_config = dict(
         max_position_embeddings=32768,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0, "mrope_section": sections},
+        rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": sections},
         bos_token_id=ids("<|endoftext|>"),
         eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|endoftext|>"),
-        **{k: v for k, v in text.items() if k != "tie_word_embeddings"},
+        **{k: v for k, v in text.items() if k not in ("tie_word_embeddings", "rope_theta")},
     )
     return Qwen2_5_VLConfig(
         text_config=text_config,
@@ -177,8 +178,14 @@ def qwen2_5_vl_config(tokenizer, text: dict, vision: dict):
 # to ~18 tokens and even supervised training sat on a chance-level plateau for hundreds of steps before it
 # read the image; at 0.1 it learns both synthetic tasks in ~150 supervised steps (measured on 2 CPU cores).
 TINY_INIT_STD = 0.1
+# rope_theta 2 rather than Qwen's 1e6: with a head dimension of 16, mRoPE gives the width axis the three slowest
+# of 8 frequencies, which at 1e6 turn by less than 0.001 rad per image column: the language model could not tell
+# where in the image a feature is, and position tasks stayed at chance even under supervised training. At 2
+# every frequency turns 0.5-1 rad per step (the tiny model's prompts are a few dozen tokens).
+TINY_ROPE_THETA = 2.0
 TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=False, initializer_range=TINY_INIT_STD)
+                 num_key_value_heads=2, tie_word_embeddings=False, initializer_range=TINY_INIT_STD,
+                 rope_theta=TINY_ROPE_THETA)
 TINY_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                    fullatt_block_indexes=[1], window_size=56, initializer_range=TINY_INIT_STD)
 
