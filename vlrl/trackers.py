@@ -93,12 +93,19 @@ def _local_mlflow(path: Path) -> None:
     mlflow.set_tracking_uri(path.resolve().as_uri())
 
 
-def start_trackers(accelerator, cfg, run_dir: Path) -> None:
+def start_trackers(accelerator, cfg, run_dir: Path, resume: bool) -> None:
     """Start the trackers with the resolved config as the run's config and record their run ids (main
     process; the others return at once)."""
     if not accelerator.is_main_process or not cfg.trainer.report_to:
         return
-    accelerator.init_trackers(cfg.trainer.project, config=flat_config(cfg))
+    config = flat_config(cfg)
+    accelerator.init_trackers(cfg.trainer.project, config=None if resume else config)
+    for tracker in accelerator.trackers if resume else []:
+        # mlflow refuses to change a logged param: a resume with new overrides records those as tags.
+        if tracker.name == "mlflow":
+            _mlflow_resumed_config(tracker, config)
+        else:
+            tracker.store_init_configuration(config)
     ids = read_ids(run_dir)
     for tracker in accelerator.trackers:
         if tracker.name == "wandb":
@@ -109,6 +116,19 @@ def start_trackers(accelerator, cfg, run_dir: Path) -> None:
         from vlrl.atomic import write_text_atomic
 
         write_text_atomic(run_dir / TRACKERS_FILE, json.dumps(ids, indent=1) + "\n")
+
+
+def _mlflow_resumed_config(tracker, config: dict) -> None:
+    """On resume: keys the run lacks become params; values the resume changed become `resumed.<key>` tags."""
+    import mlflow
+
+    logged = mlflow.get_run(tracker.active_run.info.run_id).data.params
+    new = {k: v for k, v in config.items() if k not in logged}
+    if new:
+        tracker.store_init_configuration(new)
+    changed = {f"resumed.{k}": str(v) for k, v in config.items() if k in logged and logged[k] != str(v)}
+    if changed:
+        mlflow.set_tags(changed)
 
 
 def read_ids(run_dir: Path) -> dict:

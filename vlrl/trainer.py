@@ -118,7 +118,7 @@ class Trainer:
         if acc.is_main_process:
             truncate_jsonl(self.run_dir / COMPLETIONS_FILE, self.start_step)
             truncate_samples(self.run_dir, self.start_step)
-        start_trackers(acc, cfg, self.run_dir)  # after the trims: a tracker opens its files once they are final
+        start_trackers(acc, cfg, self.run_dir, resume)  # after the trims: a tracker opens its files once they are final
         self.timer = StageTimer(torch.cuda.synchronize if acc.device.type == "cuda" else None)
         self._eval_batches = None
 
