@@ -95,9 +95,11 @@ def source_panels(runs: list[Run], source: str | None) -> list[tuple[str, list[s
     components = sorted({k for run in runs for ln in run.lines for k in ln if k.startswith(train + "/")
                          and k.count("/") == train.count("/") + 1} - {f"{train}/{n}" for n in
                                                                     ("mean", "accuracy", "parse_failures", "timeouts")})
+    # A lone component is named in the title: a panel with one line has no legend.
+    named = f"reward component {components[0].rsplit('/', 1)[1]}" if len(components) == 1 else "reward components"
     return [(f"{label}: train reward", [f"{train}/mean"]), (f"{label}: train accuracy", [f"{train}/accuracy"]),
             (f"{label}: eval accuracy", ["eval/accuracy" + (f"/{source}" if source else "")]),
-            (f"{label}: reward components", components)]
+            (f"{label}: {named}", components)]
 
 
 def smooth(values: list[float]) -> list[float]:
@@ -115,6 +117,7 @@ def plot_panel(title: str, keys: list[str], runs: list[Run]) -> str | None:
     """One panel as a PNG data URL: `keys` of every run; None when no run logged any of them. Colours tell
     runs apart (one key) or keys apart (several keys, then line styles tell the runs)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+    from matplotlib.ticker import MaxNLocator
 
     drawn = [(run, key, *series(run, key)) for run in runs for key in keys]
     drawn = [d for d in drawn if d[2]]
@@ -139,6 +142,7 @@ def plot_panel(title: str, keys: list[str], runs: list[Run]) -> str | None:
                 ax.plot(steps, smooth(values), style, color=colour, linewidth=1.6, label=label)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("step", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     if any(line.get_label() and not line.get_label().startswith("_") for line in ax.get_lines()):
@@ -166,7 +170,7 @@ def sample_rows_html(run: Run, samples: list[dict]) -> str:
         scores = "<br>".join(f"{html.escape(k)} {v:.3f}" for k, v in s["scores"].items() if v is not None)
         rows.append(f"<tr><td>{imgs or '(no image)'}</td><td>{html.escape(s['data_source'])}<br>"
                     f"<small>{html.escape(str(s['row_id']))}</small></td><td>{html.escape(s['question'])}</td>"
-                    f"<td><pre>{html.escape(s['completion'])}</pre></td><td>{html.escape(s['answer'])}</td>"
+                    f"<td><pre>{html.escape(s['completion']) or '<i>(empty)</i>'}</pre></td><td>{html.escape(s['answer'])}</td>"
                     f"<td>{scores}<br><small>group mean {s['group_reward']:.3f}</small></td></tr>")
     head = "<tr><th>image</th><th>source</th><th>question</th><th>completion</th><th>answer</th><th>scores</th></tr>"
     return f"<table class='samples'>{head}{''.join(rows)}</table>"

@@ -55,7 +55,7 @@ def test_report_draws_every_curve_with_both_runs_and_embeds_the_sample_images(tm
     page = out.read_text()
     drawn = plots(page)
     for title in ["colour: train reward", "count: eval accuracy", "all sources: train accuracy",
-                  "colour: reward components", "clip fraction", "entropy (per token)", "KL", "learning rate",
+                  "colour: reward component format", "clip fraction", "entropy (per token)", "KL", "learning rate",
                   "completion length (tokens)", "stage times (s)"]:
         assert title in drawn, title
     assert "count: reward components" not in drawn  # count logged no component beside mean and accuracy
