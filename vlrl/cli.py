@@ -1,4 +1,4 @@
-"""`vlrl` command line: train, export, rewards, models, data, serve."""
+"""`vlrl` command line: train, report, export, rewards, models, data, serve."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ def _train(args: argparse.Namespace) -> int:
     from vlrl.metrics import read_metrics, summary_table
     from vlrl.models.check import ModelPathError
     from vlrl.run_dir import RunDirError
+    from vlrl.trackers import TrackerError
     from vlrl.trainer import Trainer
 
     # Bad input (model path, dataset, rows) is the user's to fix: one message, no traceback.
@@ -75,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
         start = time.monotonic()
         result = trainer.fit()
         seconds = time.monotonic() - start
-    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, FileNotFoundError) as e:
+    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     trainer.close()
@@ -83,6 +84,44 @@ def _train(args: argparse.Namespace) -> int:
         print(summary_table(read_metrics(cfg.trainer.output_dir), seconds, first_step=trainer.start_step))
         summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
         print(f"done: {cfg.trainer.output_dir} ({summary or 'no eval'})")
+        print(_end_of_run_report(cfg.trainer.output_dir))
+    return 0
+
+
+def _end_of_run_report(run_dir: str) -> str:
+    """Write RUN_DIR/report.html where matplotlib is installed, and say where it is or how to make it. A report
+    that fails is a message, never a failed training run."""
+    from vlrl.report import REPORT_FILE, ReportError, write_report
+
+    out = Path(run_dir) / REPORT_FILE
+    try:
+        write_report([run_dir], out)
+    except ReportError as e:
+        return f"report: {e}; then: vlrl report {run_dir}"
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        return f"report: not written ({type(e).__name__}: {e}); try: vlrl report {run_dir}"
+    return f"report: {out} (open it in a browser; compare runs with: vlrl report {run_dir} OTHER_RUN -o cmp.html)"
+
+
+REPORT_HELP = """Draw one or several runs into one self-contained HTML page (no server, no network): reward,
+reward components and accuracy per data source (train and held-out), completion length, clip fraction,
+entropy, KL, learning rate, stage times, several runs overlaid; then each run's latest rollout samples with
+their images and scores. Needs the report extra: pip install 'vlrl[report]'.
+
+  vlrl report runs/tiny                          (writes runs/tiny/report.html)
+  vlrl report runs/a runs/b -o compare.html
+"""
+
+
+def _report(args: argparse.Namespace) -> int:
+    from vlrl.report import REPORT_FILE, ReportError, write_report
+
+    out = args.output or (Path(args.runs[0]) / REPORT_FILE if len(args.runs) == 1 else Path(REPORT_FILE))
+    try:
+        print(write_report(args.runs, out))
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -394,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "Without it, or --resume, such a directory is refused. A flag, not a config key, so that "
                        "no saved config.yaml can delete a run when it is reused")
     train.set_defaults(fn=_train)
+
+    report = sub.add_parser("report", help="draw runs into one static HTML page (curves, samples with images)",
+                            description=REPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (trainer.output_dir)")
+    report.add_argument("-o", "--output", help="the page to write (default RUN_DIR/report.html for one run, "
+                        "./report.html for several)")
+    report.set_defaults(fn=_report)
 
     export = sub.add_parser("export", help="turn a checkpoint (LoRA adapter, FSDP2 shards) into a plain HF model directory")
     export.add_argument("checkpoint", metavar="CHECKPOINT", help="e.g. runs/tiny/final or runs/tiny/checkpoints/step_000100")

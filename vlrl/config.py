@@ -236,6 +236,20 @@ class TrainerConfig:
         "RUN_DIR/completions.jsonl (the input format of `vlrl rewards score`); 0 = never. In multi-process runs "
         "the main process gathers and writes every process's completions.",
     )
+    log_samples_every: int = option(
+        10, "Every N steps keep trainer.samples_per_source completions per data source with their images, question, "
+        "answer and every reward component: in RUN_DIR/samples/ (shown by `vlrl report`) and in the trackers that "
+        "show images (TensorBoard, wandb, trackio, mlflow). Multi-process runs gather every rank's candidates and "
+        "keep the first of each source in prompt order. 0 = never.",
+    )
+    samples_per_source: int = option(2, "Rollout samples kept per data source each trainer.log_samples_every steps.")
+    report_to: list[str] = option(
+        ["tensorboard"], "Experiment trackers, through accelerate: tensorboard, wandb, mlflow, trackio (extras "
+        "vlrl[wandb], vlrl[mlflow], vlrl[trackio]) or comet_ml, aim, clearml, dvclive, swanlab. Each gets the "
+        "metrics.jsonl names, the resolved config and the samples; [] logs to metrics.jsonl only.",
+    )
+    project: str = option("vlrl", "Tracker project (wandb/trackio project, mlflow experiment).")
+    run_name: str = option("", "Tracker run name; empty: the name of trainer.output_dir.")
 
 
 @dataclass

@@ -38,13 +38,15 @@ class StageTimer:
 
 
 class MetricsLogger:
-    """Writes metrics on the main process only; other ranks get a logger that does nothing."""
+    """Writes metrics on the main process only; other ranks get a logger that does nothing. Each line goes to
+    metrics.jsonl and, through `log` (`Accelerator.log`: the trackers of trainer.report_to), to the trackers
+    with the same names; non-finite values are null in the file and left out for the trackers."""
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, log=None):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
-        self.tensorboard_dir = Path(run_dir) / "tensorboard" if enabled and tensorboard else None
-        self.writer = None  # opened at the first log, after a resume has trimmed the old event files
+        self.tensorboard_dir = Path(run_dir) / "tensorboard"
+        self.send = log  # send(values, step=step)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -52,26 +54,17 @@ class MetricsLogger:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **clean}) + "\n")
-        if self.tensorboard_dir is not None and self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.tensorboard_dir))
-        if self.writer is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
+        if self.send is not None:
+            self.send({k: v for k, v in clean.items() if isinstance(v, (int, float)) and v is not None}, step=step)
 
     def truncate_after(self, step: int) -> None:
         """On resume: drop the lines and TensorBoard events of steps after the checkpoint, which the resumed
-        run will log again (TensorBoard would otherwise show those steps twice)."""
+        run will log again (TensorBoard would otherwise show those steps twice). Call before the trackers
+        start, so no writer holds an event file open."""
         if self.enabled:
             truncate_jsonl(self.path, step)
-            if self.tensorboard_dir is not None:
+            if self.tensorboard_dir.is_dir():
                 truncate_events(self.tensorboard_dir, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def truncate_jsonl(path: Path, step: int) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from vlrl.atomic import remove
 
 # The run's own outputs, removed by an overwrite. config.yaml is rewritten by every start, so it is not one.
-RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "completions.jsonl", "checkpoints", "final")
+RUN_OUTPUTS = ("metrics.jsonl", "tensorboard", "completions.jsonl", "checkpoints", "final", "samples",
+               "trackers.json", "wandb", "mlflow", "report.html")
 
 
 class RunDirError(ValueError):

@@ -49,6 +49,8 @@ from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import generate
 from vlrl.rollout.sampling import prompt_seed
 from vlrl.run_dir import RunDirError, check_run_dir, clear_run
+from vlrl.samples import first_per_source, pick_samples, truncate_samples, write_samples
+from vlrl.trackers import check_report_to, finish_trackers, log_samples, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
     batch_logprobs,
@@ -77,7 +79,9 @@ class Trainer:
         # The schedule counts optimiser steps. By default accelerate advances a prepared scheduler once per
         # process on each step (it assumes per-process batches, so W processes see W batches per step), which
         # would run the schedule W times too fast here: the step's batch is global, split across processes.
-        self.accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False)
+        check_report_to(cfg.trainer.report_to)  # a missing tracker fails before any slow setup
+        self.accelerator = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
+                                       log_with=make_trackers(cfg, self.run_dir, resume) or None)
         acc = self.accelerator
         per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
         if cfg.model.path != "tiny":  # before building data or loading weights: a wrong path fails at once
@@ -109,10 +113,12 @@ class Trainer:
         self.sampler = StepSampler(len(self.train_rows), cfg.data.prompts_per_step, cfg.trainer.seed, sources,
                                    cfg.data.source_weights)
         self.rank_slice = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-        self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process)
+        self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process, log=acc.log)
         self.logger.truncate_after(self.start_step)
         if acc.is_main_process:
             truncate_jsonl(self.run_dir / COMPLETIONS_FILE, self.start_step)
+            truncate_samples(self.run_dir, self.start_step)
+        start_trackers(acc, cfg, self.run_dir, resume)  # after the trims: a tracker opens its files once they are final
         self.timer = StageTimer(torch.cuda.synchronize if acc.device.type == "cuda" else None)
         self._eval_batches = None
 
@@ -313,7 +319,7 @@ class Trainer:
             bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items() if v is not None})
             if stop_after is not None and step + 1 >= stop_after:
                 break
-        self.logger.close()
+        finish_trackers(self.accelerator)
         self.mixer.close()
         return last_eval
 
@@ -359,6 +365,9 @@ class Trainer:
             rollouts = with_full_parameters(self.policy, self.forward, lambda: self._rollout(batch, seeds))
         with timer("reward"):
             scores = self.score(batch, rollouts, progress=step / cfg.trainer.total_steps, step=step)
+        if cfg.trainer.log_samples_every and (step + 1) % cfg.trainer.log_samples_every == 0:
+            with timer("samples"):
+                self._log_samples(step + 1, batch, rollouts, scores)
         with timer("advantage"):
             rewards = scores.total.to(batch.input_ids.device)
             advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
@@ -396,6 +405,17 @@ class Trainer:
             self.scheduler.step()
         return {**self._gathered_metrics(scores, rollouts, keep, len(skipped)), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
+
+    def _log_samples(self, step: int, batch, rollouts, scores) -> None:
+        """A few of the step's completions per data source with their images (`vlrl.samples`): every rank
+        offers its candidates, the main process keeps the first per source and writes them to RUN_DIR/samples/
+        and the trackers. A collective: every rank calls it at the same steps."""
+        per_source = self.cfg.trainer.samples_per_source
+        parts = gather_object([pick_samples(step, batch, rollouts, scores, per_source)])
+        if self.accelerator.is_main_process:
+            samples = first_per_source(parts, per_source)
+            write_samples(self.run_dir, samples)
+            log_samples(self.accelerator, step, samples)
 
     def _rollout(self, batch, seeds):
         """Sample the step's completions; with a frozen vision tower, keep its output on the batch first, so

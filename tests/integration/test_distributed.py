@@ -20,6 +20,7 @@ import torch
 from vlrl.config import Config
 from vlrl.config_loader import load_config
 from vlrl.data import StepSampler
+from vlrl.samples import read_samples
 from vlrl.trainer import COMPLETIONS_FILE, Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +54,7 @@ def _overrides(model_dir, data_dir, out_dir) -> list[str]:
         f"data.prompts_per_step={PROMPTS}", "rollout.group_size=4", "rollout.max_new_tokens=4",
         "data.source_weights={}", "data.max_eval_rows=6", f"trainer.total_steps={STEPS}",
         f"trainer.eval_every={STEPS}", "trainer.save_every=0", "trainer.save_completions=1",
-        "trainer.progress_bar=false", "trainer.device=cpu", "reward.workers=0",
+        "trainer.progress_bar=false", "trainer.device=cpu", "reward.workers=0", "trainer.log_samples_every=1",
         # 4 micro-batches in one process, 2 per rank in two: gradients accumulate across no_sync backwards.
         "algorithm.micro_batch_size=4", "algorithm.updates_per_batch=2",
         # Adam with eps=1 steps ~ lr * gradient (its first steps are otherwise ~ lr * sign(gradient), which
@@ -106,6 +107,12 @@ def test_two_processes_match_one(tiny_model_dir, mixed_dir, tmp_path):
              (one / "run" / COMPLETIONS_FILE).read_text().splitlines()]
     assert len(lines[0]) == STEPS * PROMPTS * 4
     assert [json.loads(x)["completion"] for x in lines[0]] == [json.loads(x)["completion"] for x in lines[1]]
+    # Rollout samples: every rank's candidates gathered, the first per source kept, as one process keeps them
+    # (step 1: rank 0 holds the text-only prompts, rank 1 those with images).
+    samples = [[{k: v for k, v in s.items() if k != "images"} | {"images": len(s["images"])}
+                for s in read_samples(run / "run")] for run in (two, one)]
+    assert samples[0] == samples[1] and {s["step"] for s in samples[0]} == set(range(1, STEPS + 1))
+    assert any(s["images"] for s in samples[0] if s["step"] == 1)
     a, b = _comparable(two / "run"), _comparable(one / "run")
     assert [x["step"] for x in a] == [x["step"] for x in b] == [0, 1, 2, 3, 3]
     for x, y in zip(a, b, strict=True):

@@ -25,22 +25,33 @@ def scalars(tensorboard_dir, tag):
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_truncate_events_drops_later_steps_from_every_event_file(tmp_path):
+def tensorboard_logger(run_dir):
+    """A MetricsLogger sending to accelerate's TensorBoard tracker in RUN_DIR/tensorboard, as the trainer's."""
+    from accelerate.tracking import TensorBoardTracker
+
     from vlrl.metrics import MetricsLogger
 
-    first = MetricsLogger(tmp_path)
+    tracker = TensorBoardTracker("", run_dir / "tensorboard")
+    return MetricsLogger(run_dir, log=tracker.log), tracker
+
+
+def test_truncate_events_drops_later_steps_from_every_event_file(tmp_path):
+    first, tracker = tensorboard_logger(tmp_path)
+    tracker.start()
     for step in (1, 2, 3):
-        first.log(step, {"reward/mean": float(step)})
-    first.close()
+        first.log(step, {"reward/mean": float(step), "rollout/length_mean": float("nan")})
+    tracker.finish()
     with (next((tmp_path / "tensorboard").glob("events.*"))).open("ab") as f:
         f.write(b"\x07\x00\x00")  # a record cut short by a kill
-    resumed = MetricsLogger(tmp_path)  # as the trainer does on resume from step 2: trim, then log step 3 again
-    resumed.truncate_after(2)
+    resumed, tracker = tensorboard_logger(tmp_path)  # as the trainer does on resume from step 2: trim, then
+    resumed.truncate_after(2)                         # start the trackers, then log step 3 again
+    tracker.start()
     resumed.log(3, {"reward/mean": 30.0})
-    resumed.close()
+    tracker.finish()
     assert scalars(tmp_path / "tensorboard", "reward/mean") == [(1, 1.0), (2, 2.0), (3, 30.0)]
-    assert [json.loads(s)["reward/mean"] for s in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
-        1.0, 2.0, 30.0]
+    lines = [json.loads(s) for s in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["reward/mean"] for line in lines] == [1.0, 2.0, 30.0]
+    assert lines[0]["rollout/length_mean"] is None  # NaN: null in the file, not sent to the trackers
 
 
 def test_summary_table_per_source(tmp_path):
