@@ -96,10 +96,10 @@ def test_two_processes_match_one(tiny_model_dir, mixed_dir, tmp_path):
             assert torch.equal(rank0[name], rank1[name]), f"step {step}: ranks differ on {name}"
             torch.testing.assert_close(rank0[name], single[step][name], rtol=0, atol=1e-5,
                                        msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
-    # The runs moved the weights far beyond the tolerance, the vision tower included (its gradient at step 1
-    # comes from rank 1 only).
+    # The runs moved the weights far beyond the tolerance (at least 100x), the vision tower included (its
+    # gradient at step 1 comes from rank 1 only).
     moved = {n: (single[STEPS][n] - start[n]).abs().max().item() for n in start}
-    assert max(moved.values()) > 1e-2
+    assert max(moved.values()) > 1e-3
     assert max(v for n, v in moved.items() if ".visual." in n) > 1e-3
 
     # Completions, metrics and evaluation are gathered from both ranks: the same lines as one process wrote.
