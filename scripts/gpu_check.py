@@ -46,7 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from figures_json import finite  # scripts/ is on sys.path: this file runs as a script
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import this file as a module, not as a script
+from figures_json import finite  # noqa: E402 (after the path it is found on)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
