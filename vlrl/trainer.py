@@ -26,6 +26,7 @@ from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates, weight_negatives
+from vlrl.atomic import write_text_atomic
 from vlrl.checkpoint import (
     is_sharded_checkpoint,
     latest_checkpoint,
@@ -96,8 +97,8 @@ class Trainer:
         self.train_rows, self.eval_rows = self._load_data()
         base_path = self._model_path()
         # Prompt lengths first: the scans' image sizes are indexed by the rows as loaded.
-        self._drop_long_prompts(base_path)
-        self.train_rows, self.eval_rows = self._check_vocabulary(base_path)
+        processor = self._drop_long_prompts(base_path)
+        self.train_rows, self.eval_rows = self._check_vocabulary(processor.tokenizer)
         self.train_reader = RowReader(self.train_rows)
         self.eval_reader = RowReader(self.eval_rows) if self.eval_rows is not None else None
         self.start_step = self._setup_model(base_path, ckpt)
@@ -175,13 +176,10 @@ class Trainer:
             return [*WORDS, d.system_prompt, d.prompt_suffix]
         return list(dataset_texts([self.train_rows, self.eval_rows], d.system_prompt, d.prompt_suffix))
 
-    def _check_vocabulary(self, model_path):
+    def _check_vocabulary(self, tokenizer):
         """Train and eval rows after `data.unknown_tokens`: the tokenizer must be able to write every problem
         and answer (checked before the model loads)."""
-        from transformers import AutoTokenizer
-
         d = self.cfg.data
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         splits = check_unknown_tokens(tokenizer, {"train": self.train_rows, "eval": self.eval_rows},
                                       d.unknown_tokens, d.system_prompt, d.prompt_suffix)
         return splits["train"], splits["eval"]
@@ -206,9 +204,10 @@ class Trainer:
             self._scans["eval"] = scan_split(evals, f"data.path={path}, split {d.eval_split!r} (data.eval_split)")
         return train, evals
 
-    def _drop_long_prompts(self, model_path) -> None:
+    def _drop_long_prompts(self, model_path):
         """Leave out rows whose prompt is over data.max_prompt_tokens (`vlrl.data.validation.drop_long_prompts`):
-        counted in the log, listed in RUN_DIR/dropped_rows.jsonl. No weights are loaded and no image decoded."""
+        counted in the log, listed in RUN_DIR/dropped_rows.jsonl. No weights are loaded and no image decoded.
+        Returns the model's processor (its tokenizer serves the vocabulary check)."""
         from transformers import AutoProcessor
 
         cfg, d = self.cfg, self.cfg.data
@@ -221,8 +220,8 @@ class Trainer:
         kept, dropped = drop_long_prompts(splits, encoder, limit, self.run_dir / DROPPED_ROWS_FILE)
         self.train_rows, self.eval_rows = kept["train"], kept.get("eval")
         if self.accelerator.is_main_process:
-            with (self.run_dir / DROPPED_ROWS_FILE).open("w") as f:
-                f.writelines(json.dumps(line) + "\n" for line in dropped)
+            write_text_atomic(self.run_dir / DROPPED_ROWS_FILE, "".join(json.dumps(line) + "\n" for line in dropped))
+        return encoder.processor
 
     def _setup_model(self, base_path, ckpt) -> int:
         """Policy, optimiser and scheduler, prepared by accelerate; the KL reference; with `ckpt`, the state it
