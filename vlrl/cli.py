@@ -40,6 +40,12 @@ Example, with a local model as the teacher:
 """
 
 
+def _fail(message: str) -> int:
+    """The one-line error a user's mistake gets (no traceback): printed to stderr; the exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def _train(args: argparse.Namespace) -> int:
     from vlrl.config import Config
     from vlrl.config_loader import ConfigError, load_config
@@ -58,8 +64,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(Config, yaml_path, overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     import time
 
     from vlrl.data.schema import SchemaError
@@ -77,8 +82,7 @@ def _train(args: argparse.Namespace) -> int:
         result = trainer.fit()
         seconds = time.monotonic() - start
     except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     trainer.close()
     if trainer.accelerator.is_main_process:
         print(summary_table(read_metrics(cfg.trainer.output_dir), seconds, first_step=trainer.start_step))
@@ -120,8 +124,7 @@ def _report(args: argparse.Namespace) -> int:
     try:
         print(write_report(args.runs, out))
     except ReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     return 0
 
 
@@ -164,11 +167,9 @@ def _rewards_score(args: argparse.Namespace) -> int:
     try:
         config = load_reward_config(args.config, list(args.overrides))
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     if not Path(args.input).is_file():  # before OUT is touched
-        print(f"error: input file not found: {args.input}", file=sys.stderr)
-        return 2
+        return _fail(f"input file not found: {args.input}")
     try:
         # OUT is written under a temporary name and replaces the old OUT only once every line is scored: an
         # input error (or a kill) leaves the old OUT as it was. OUT may even be the input file.
@@ -178,8 +179,7 @@ def _rewards_score(args: argparse.Namespace) -> int:
             summary, errors = score_file(args.input, out, config, batch_size=args.batch_size,
                                          skip_invalid=args.skip_invalid, progress_bar=not args.quiet)
     except (LineError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     for message in errors[:10]:
         print(f"skipped: {message}", file=sys.stderr)
     if len(errors) > 10:
@@ -214,13 +214,11 @@ def _models_tiny(args: argparse.Namespace) -> int:
     try:
         refuse_non_empty(args.out)  # at once, not after reading the data and building the model
     except FileExistsError as e:  # OUT is written whole or not at all, never over another directory
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     try:
         words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: --vocab-from: {e}", file=sys.stderr)
-        return 2
+        return _fail(f"--vocab-from: {e}")
     print(build_tiny_model(args.out, words=words, seed=args.seed, min_pixels=args.min_pixels,
                            max_pixels=args.max_pixels))
     return 0
@@ -262,8 +260,7 @@ def _models_random(args: argparse.Namespace) -> int:
         print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed,
                                  device=args.device))
     except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     return 0
 
 
@@ -274,8 +271,7 @@ def _data_synth(args: argparse.Namespace) -> int:
         ds = build_shapes_dataset(args.out, args.train_rows, args.eval_rows, seed=args.seed,
                                   image_size=args.image_size, tasks=tuple(args.tasks))
     except FileExistsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     print(f"{args.out}: " + ", ".join(f"{k}={len(v)} rows" for k, v in ds.items()))
     return 0
 
@@ -297,8 +293,7 @@ def _data_build(args: argparse.Namespace) -> int:
         cfg = load_config(BuildConfig, yaml_path, overrides)
         card = build(cfg, config_name=yaml_path or "")
     except (ConfigError, SourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     out = cfg.output_dir
     for s in card["stages"]:
         print(f"{s['stage']:>9}: {s['rows_in']:>6} in -> {s['rows_out']:>6} out"
@@ -340,21 +335,17 @@ def _serve(args: argparse.Namespace) -> int:
     from vlrl.serve import serve
 
     if args.port < 0 or args.port > 65535:
-        print(f"error: --port must be 0-65535, got {args.port}", file=sys.stderr)
-        return 2
+        return _fail(f"--port must be 0-65535, got {args.port}")
     if args.max_prompt_tokens is not None and args.max_prompt_tokens < 1:
-        print(f"error: --max-prompt-tokens must be >= 1, got {args.max_prompt_tokens}", file=sys.stderr)
-        return 2
+        return _fail(f"--max-prompt-tokens must be >= 1, got {args.max_prompt_tokens}")
     if args.max_new_tokens < 1:
-        print(f"error: --max-new-tokens must be >= 1, got {args.max_new_tokens}", file=sys.stderr)
-        return 2
+        return _fail(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     from vlrl.models.check import ModelPathError, check_model_path
 
     try:  # before the weights load: a wrong path or an unsupported model fails at once, with a message
         check_model_path(args.model, key="MODEL")
     except ModelPathError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     serve(args.model, host=args.host, port=args.port, model_name=args.model_name,
           max_new_tokens=args.max_new_tokens, dtype=args.dtype, device=args.device,
           allow_local_files=args.allow_local_files, quiet=args.quiet,
@@ -394,8 +385,7 @@ def _export(args: argparse.Namespace) -> int:
     try:
         out = export_checkpoint(args.checkpoint, args.out)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     print(f"wrote {out}")
     return 0
 
