@@ -153,8 +153,10 @@ class RewardConfig:
 
 @dataclass
 class AlgorithmConfig:
-    advantage: Literal["grpo", "drgrpo", "rloo"] = option(
-        "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out).",
+    advantage: Literal["grpo", "drgrpo", "rloo", "batch"] = option(
+        "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out), "
+        "batch (reward minus the mean reward of the step's completions of the same task, all processes: a "
+        "group whose answers are all wrong still pushes its answer down).",
     )
     split_duplicates: bool = option(
         False, "Divide each completion's advantage by the number of identical completions in its group, so an "

@@ -25,7 +25,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
-from vlrl.algorithms import compute_advantages, groups_with_signal, split_duplicates, weight_negatives
+from vlrl.algorithms import batch_baseline, compute_advantages, groups_with_signal, split_duplicates, weight_negatives
 from vlrl.atomic import write_text_atomic
 from vlrl.checkpoint import (
     is_sharded_checkpoint,
@@ -100,6 +100,8 @@ class Trainer:
         processor = self._drop_long_prompts(base_path)
         self.train_rows, self.eval_rows = self._check_vocabulary(processor.tokenizer)
         self.train_reader = RowReader(self.train_rows)
+        # Task -> index, the same on every rank (the `batch` advantage's baseline is a mean per task).
+        self.task_keys = {t: i for i, t in enumerate(sorted(set(self.train_rows["task"]), key=str))}
         self.eval_reader = RowReader(self.eval_rows) if self.eval_rows is not None else None
         self.start_step = self._setup_model(base_path, ckpt)
         if ckpt is not None and acc.is_main_process:
@@ -329,6 +331,15 @@ class Trainer:
         return (f"step {step}/{c.trainer.total_steps}: sampling {P} prompts x {G} completions ({P * G}, up to "
                 f"{c.rollout.max_new_tokens} tokens each), scoring and updating ...")
 
+    def _advantages(self, rewards: torch.Tensor, rows, G: int) -> torch.Tensor:
+        """Per-completion advantages of this rank's rewards [N]; ``batch`` needs the whole step's rewards, so
+        every rank must call it then (one gather)."""
+        method = self.cfg.algorithm.advantage
+        if method != "batch":
+            return compute_advantages(rewards, G, method)
+        keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
+        return batch_baseline(rewards, keys, self.accelerator.gather(rewards), self.accelerator.gather(keys))
+
     def _save_due(self, step: int, done: bool) -> bool:
         """Checkpoint after `step`? At the end, every `save_every` steps, and once `save_every_minutes` have
         passed since the last save. The main process's clock decides and every rank gets its answer: saving is
@@ -369,7 +380,7 @@ class Trainer:
                 self._log_samples(step + 1, batch, rollouts, scores)
         with timer("advantage"):
             rewards = scores.total.to(batch.input_ids.device)
-            advantages = compute_advantages(rewards, G, cfg.algorithm.advantage)
+            advantages = self._advantages(rewards, batch.rows, G)
             if cfg.algorithm.split_duplicates:
                 advantages = split_duplicates(advantages, rollouts.completion_ids, rollouts.completion_mask, G)
             advantages = weight_negatives(advantages, cfg.algorithm.negative_weight)

@@ -165,3 +165,17 @@ def test_3b_recipe_options_run_on_the_tiny_model(tiny_model_dir, shapes_dir, tmp
         else:  # the frozen tower did not move
             assert not p.requires_grad and torch.equal(p, visual_before[name]), name
     assert next(trainer.policy.core.parameters()).dtype == torch.bfloat16
+
+
+def test_batch_advantage_baseline_is_the_mean_per_task(tiny_config):
+    """algorithm.advantage=batch in the trainer: each reward minus the mean of its task's rewards in the step
+    (by hand: colour rewards 1, 0, 0.5, 0.5 -> mean 0.5; count 1, 1 -> mean 1)."""
+    from types import SimpleNamespace
+
+    trainer = Trainer(tiny_config("algorithm.advantage=batch"))
+    rows = [SimpleNamespace(task="colour"), SimpleNamespace(task="count"),
+            SimpleNamespace(task="colour")]
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.5, 0.5])  # G = 2 per row
+    got = trainer._advantages(rewards, rows, 2)
+    torch.testing.assert_close(got, torch.tensor([0.5, -0.5, 0.0, 0.0, 0.0, 0.0]))
+    trainer.fit()  # and a whole (two-step) run takes it

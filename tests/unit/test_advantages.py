@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from vlrl.algorithms.advantages import (
+    batch_baseline,
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     groups_with_signal,
@@ -128,3 +129,23 @@ def test_weight_negatives_by_hand():
     assert weight_negatives(adv, 1.0) is adv  # plain GRPO: untouched
     with pytest.raises(ValueError, match="negative_weight must be in"):
         weight_negatives(adv, 1.5)
+
+
+def test_batch_baseline_by_hand():
+    # Two tasks. Task 0: rewards 1, 0, 0, 1.5 -> mean 0.625; task 1: 0.5, 0.5 -> mean 0.5.
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 1.5, 0.5])
+    keys = torch.tensor([0, 0, 1, 0, 0, 1])
+    got = batch_baseline(rewards, keys, rewards, keys)
+    assert torch.allclose(got, torch.tensor([0.375, -0.625, 0.0, -0.625, 0.875, 0.0]))
+    # an all-wrong group no longer gets zero: 0 - 0.625
+    assert got[1] != 0
+
+
+def test_batch_baseline_uses_the_whole_step():
+    # A process holding rows 0-2 of the step above gets the advantages the whole step gives those rows.
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.0, 1.5, 0.5])
+    keys = torch.tensor([0, 0, 1, 0, 0, 1])
+    part = batch_baseline(rewards[:3], keys[:3], rewards, keys)
+    assert torch.allclose(part, torch.tensor([0.375, -0.625, 0.0]))
+    with pytest.raises(ValueError, match="no completion"):
+        batch_baseline(torch.tensor([1.0]), torch.tensor([2]), rewards, keys)

@@ -2,6 +2,7 @@
 log-probs. Pure tensor functions behind small registries; no model, optimiser or trainer state."""
 
 from vlrl.algorithms.advantages import (
+    batch_baseline,
     ADVANTAGE_ESTIMATORS,
     compute_advantages,
     groups_with_signal,
@@ -13,6 +14,7 @@ from vlrl.algorithms.logprobs import token_logprobs
 from vlrl.algorithms.loss import AGGREGATIONS, RATIO_LEVELS, LossStats, aggregate, policy_loss
 
 __all__ = [
+    "batch_baseline",
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
     "KL_ESTIMATORS",

@@ -123,6 +123,30 @@ def weight_negatives(advantages: Tensor, weight: float) -> Tensor:
     return torch.where(advantages < 0, advantages * weight, advantages)
 
 
+def batch_baseline(rewards: Tensor, keys: Tensor, step_rewards: Tensor, step_keys: Tensor) -> Tensor:
+    """Advantages [N]: each reward minus the mean reward of the step's completions with the same key.
+
+    rewards, keys: this process's completions ([N] float, [N] int: the task of each); step_rewards, step_keys:
+    the same for the whole step (every process's, gathered), so the baseline does not depend on how the prompts
+    were split among processes. Unlike a group baseline, a group whose completions all earn the same reward
+    still carries a signal: where every answer to an image is wrong, the answer given is pushed down against
+    the task's average, and the others get a chance to be sampled.
+    """
+    if rewards.shape != keys.shape or step_rewards.shape != step_keys.shape or rewards.dim() != 1:
+        raise ValueError(f"rewards {tuple(rewards.shape)} / keys {tuple(keys.shape)} and step_rewards "
+                         f"{tuple(step_rewards.shape)} / step_keys {tuple(step_keys.shape)} must be 1-D pairs")
+    if not rewards.is_floating_point():
+        rewards = rewards.float()
+    step_rewards = step_rewards.to(rewards.dtype)
+    n_keys = int(torch.cat([keys, step_keys]).max().item()) + 1 if len(keys) else 0
+    sums = torch.zeros(n_keys, dtype=rewards.dtype, device=rewards.device).index_add_(0, step_keys, step_rewards)
+    counts = torch.zeros(n_keys, dtype=rewards.dtype, device=rewards.device).index_add_(
+        0, step_keys, torch.ones_like(step_rewards))
+    if len(keys) and bool((counts[keys] == 0).any()):
+        raise ValueError("a key of `keys` has no completion in step_keys: the step's rewards must include these")
+    return rewards - (sums / counts.clamp(min=1))[keys]
+
+
 def groups_with_signal(rewards: Tensor, group_size: int, atol: float = 1e-6) -> Tensor:
     """Which groups carry a learning signal: False where all G rewards are equal (within ``atol``).
 
