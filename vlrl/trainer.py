@@ -25,7 +25,13 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
-from vlrl.algorithms import batch_baseline, compute_advantages, groups_with_signal, split_duplicates, weight_negatives
+from vlrl.algorithms import (
+    batch_baseline,
+    compute_advantages,
+    groups_with_signal,
+    split_duplicates,
+    weight_negatives,
+)
 from vlrl.atomic import write_text_atomic
 from vlrl.checkpoint import (
     is_sharded_checkpoint,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from vlrl.algorithms.advantages import (
-    batch_baseline,
     ADVANTAGE_ESTIMATORS,
+    batch_baseline,
     compute_advantages,
     groups_with_signal,
     split_duplicates,

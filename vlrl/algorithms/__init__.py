@@ -2,8 +2,8 @@
 log-probs. Pure tensor functions behind small registries; no model, optimiser or trainer state."""
 
 from vlrl.algorithms.advantages import (
-    batch_baseline,
     ADVANTAGE_ESTIMATORS,
+    batch_baseline,
     compute_advantages,
     groups_with_signal,
     split_duplicates,
