@@ -54,7 +54,9 @@ class UnknownTokens:
 
     def describe(self) -> str:
         shown = ", ".join(repr(i) for i in self.ids[:SHOWN]) + (" ..." if len(self.ids) > SHOWN else "")
-        words = ", ".join(f"{w!r} ({n})" for w, n in self.words.most_common(SHOWN))
+        # Most rows first, ties by the word itself: the message is the same on every run (no set order).
+        ranked = sorted(self.words.items(), key=lambda wn: (-wn[1], wn[0]))[:SHOWN]
+        words = ", ".join(f"{w!r} ({n})" for w, n in ranked)
         more = f" and {len(self.words) - SHOWN} more" if len(self.words) > SHOWN else ""
         return (f"{len(self.bad)} of {self.rows} {self.split} rows ({shown}); unknown words (rows): "
                 f"{words}{more}")
@@ -90,7 +92,7 @@ def find_unknown_tokens(tokenizer, ds: datasets.Dataset, split: str, batch_size:
             if p or a:
                 found.bad.append(start + offset)
                 found.ids.append(row_id)
-                found.words.update(set(p + a))
+                found.words.update(dict.fromkeys(p + a, 1))
     return found
 
 
