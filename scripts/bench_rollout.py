@@ -122,7 +122,7 @@ def stage_times(policy, batch, per_sample: bool, device: torch.device) -> tuple[
     positions = policy.rope_positions(ids, mm, grid, mask)
 
     def prefill():
-        hidden, _ = policy.hidden_states(policy.embed(ids, features), positions, mask, use_cache=True)
+        hidden, _ = policy.forward_tokens(ids, features, positions, mask, use_cache=True)
         policy.lm_head(hidden[:, -1])
 
     return vision, timed(prefill, device)

@@ -30,7 +30,7 @@ def peak_tflops(device: torch.device) -> float | None:
 
 def layer_params(policy) -> tuple[int, int]:
     """(parameters of the language model's decoder layers and final norm, parameters of the LM head)."""
-    lm = policy.core.model.language_model
+    lm = policy.language_model
     embed = lm.get_input_embeddings().weight.numel()
     body = sum(p.numel() for p in lm.parameters()) - embed
     return body, policy.lm_head.weight.numel()

@@ -17,6 +17,7 @@ from accelerate.utils import DistributedType
 from vlrl.algorithms import LossStats, policy_loss, token_logprobs
 from vlrl.config import AlgorithmConfig
 from vlrl.data.prompts import PromptBatch
+from vlrl.models.base import generated_positions, next_positions
 from vlrl.models.policy import Policy
 from vlrl.rollout.types import Rollouts
 from vlrl.update_shared import SharedPromptBatch, gather_shared_prompt, shared_prompt_hidden
@@ -69,20 +70,12 @@ class CompletionForward(torch.nn.Module):
 
     def _hidden(self, policy: Policy, seqs: SequenceBatch) -> torch.Tensor:
         """Hidden states [n, T, H]; hidden[:, t] predicts seqs.targets[:, t]."""
-        image_embeds = policy.image_features(seqs.pixel_values, seqs.distinct_grid_thw, seqs.vision_states)
-        unused = None
-        if image_embeds is not None:
-            image_embeds = image_embeds[seqs.feature_index]
-        else:
-            # A text-only micro-batch still runs the vision tower, on a blank image whose output enters as
-            # 0 * sum (value and gradients unchanged). Under DDP a rank whose tower got no gradient while
-            # another's did would wait forever for its reduction buckets; under FSDP / ZeRO-3 every rank must run
-            # the same modules, since each module's forward gathers its shards collectively. DDP's
-            # find_unused_parameters would cover only the first case, and costs a graph walk every step.
-            blank, grid = policy.blank_image(seqs.input_ids.device)
-            unused = policy.image_features(blank, grid).sum() * 0.0
-        embeds = policy.embed(seqs.input_ids, image_embeds)
-        hidden, _ = policy.hidden_states(embeds, seqs.positions, seqs.attention_mask)
+        # A text-only micro-batch still runs the vision tower, on a blank image (`image_features_or_blank`).
+        features, unused = policy.image_features_or_blank(seqs.pixel_values, seqs.distinct_grid_thw,
+                                                          seqs.vision_states, seqs.input_ids.device)
+        if features is not None:
+            features = features.select(seqs.feature_index)
+        hidden, _ = policy.forward_tokens(seqs.input_ids, features, seqs.positions, seqs.attention_mask)
         T = seqs.targets.shape[1]
         L = seqs.input_ids.shape[1] - T
         hidden = hidden[:, L - 1 : L - 1 + T]
@@ -115,11 +108,9 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     targets, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
     ids = torch.cat([batch.input_ids[prompts], targets], 1)
     attn = torch.cat([batch.attention_mask[prompts], mask.to(batch.attention_mask.dtype)], 1)
-    # Completion tokens continue from the prompt's largest position, in all three rotary components.
     prompt_pos = batch.positions[:, prompts]  # [3, n, L]
-    steps = torch.arange(1, targets.shape[1] + 1, device=ids.device)
-    completion_pos = prompt_pos.amax(dim=(0, 2)).unsqueeze(-1) + steps  # [n, T]
-    pos = torch.cat([prompt_pos, completion_pos.unsqueeze(0).expand(3, -1, -1)], 2)
+    completion_pos = generated_positions(next_positions(prompt_pos), torch.arange(targets.shape[1]))  # [3, n, T]
+    pos = torch.cat([prompt_pos, completion_pos], 2)
     # Cut the left padding every one of these prompts has (masked out anyway): the forward's cost follows the
     # longest prompt here, not the longest of the step.
     first = int(attn[:, : batch.input_ids.shape[1]].any(0).long().argmax())
@@ -127,28 +118,17 @@ def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor)
     if batch.pixel_values is None:
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
 
-    grid = batch.image_grid_thw
-    first_image = torch.tensor([0] + batch.images_per_prompt[:-1], device=grid.device).cumsum(0)
-    patch_start = torch.cat([grid.new_zeros(1), grid.prod(-1).cumsum(0)])
-    # Distinct images used by these sequences, in order of first use.
-    distinct = []
-    for p in prompts.unique(sorted=True).tolist():
-        distinct += range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p])
+    # Distinct images used by these sequences, in prompt order; each sequence takes its prompt's features.
+    distinct = [i for p in prompts.unique(sorted=True).tolist() for i in batch.prompt_images(p)]
     if not distinct:  # only text-only prompts here, though others in the batch have images
         return SequenceBatch(ids, attn, pos, None, None, None, targets, mask)
-    pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in distinct])
-    states = None
-    if batch.vision_states is not None:
-        states = torch.cat([batch.vision_states[patch_start[i]:patch_start[i + 1]] for i in distinct])
-    tokens = batch.image_tokens[distinct]
-    token_start = torch.cat([tokens.new_zeros(1), tokens.cumsum(0)])
+    images = batch.select_images(distinct)
+    token_start = [0, *images.image_tokens.cumsum(0).tolist()]
     where = {img: k for k, img in enumerate(distinct)}
-    index = []
-    for p in prompts.tolist():
-        for img in range(int(first_image[p]), int(first_image[p]) + batch.images_per_prompt[p]):
-            k = where[img]
-            index.append(torch.arange(int(token_start[k]), int(token_start[k + 1]), device=grid.device))
-    return SequenceBatch(ids, attn, pos, pixel_values, grid[distinct], torch.cat(index), targets, mask, states)
+    index = [torch.arange(token_start[where[i]], token_start[where[i] + 1])
+             for p in prompts.tolist() for i in batch.prompt_images(p)]
+    return SequenceBatch(ids, attn, pos, images.pixel_values, images.image_grid_thw,
+                         torch.cat(index).to(ids.device), targets, mask, images.vision_states)
 
 
 def completion_logprobs(policy: Policy, forward: torch.nn.Module, seqs: SequenceBatch, temperature: float,

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 
 from vlrl.data.prompts import PromptBatch
+from vlrl.models.base import generated_positions, next_positions
 from vlrl.models.policy import Policy
 from vlrl.models.prefix_cache import RecordedPrompt, cache_under_checkpointing
 from vlrl.rollout.types import Rollouts
@@ -67,43 +68,29 @@ def gather_shared_prompt(batch: PromptBatch, rollouts: Rollouts, rows: torch.Ten
     prompts, index = (rows // batch.group_size).unique(sorted=True, return_inverse=True)
     targets, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
     positions = batch.positions[:, prompts]  # [3, p, L]
-    T = targets.shape[1]
-    # Completion token t sits at (largest prompt position) + 1 + t in all three components.
-    steps = torch.arange(1, T, device=rows.device)
-    completion_pos = positions.amax(dim=(0, 2))[index].unsqueeze(-1) + steps  # [n, T-1]
-    pixel_values = grid = states = None
-    if batch.pixel_values is not None:
-        first_image = [0, *torch.tensor(batch.images_per_prompt).cumsum(0).tolist()]
-        images = [i for p in prompts.tolist() for i in range(first_image[p], first_image[p + 1])]
-        if images:
-            patch_start = [0, *batch.image_grid_thw.prod(-1).cumsum(0).tolist()]
-            pixel_values = torch.cat([batch.pixel_values[patch_start[i]:patch_start[i + 1]] for i in images])
-            grid = batch.image_grid_thw[images]
-            if batch.vision_states is not None:
-                states = torch.cat([batch.vision_states[patch_start[i]:patch_start[i + 1]] for i in images])
-    return SharedPromptBatch(batch.input_ids[prompts], batch.attention_mask[prompts], positions, pixel_values, grid,
-                             index, completion_pos.unsqueeze(0).expand(3, -1, -1), targets, mask, states)
+    # The completion inputs are tokens 0..T-2 (the last token is only a target).
+    completion_pos = generated_positions(next_positions(positions)[index], torch.arange(targets.shape[1] - 1))
+    images = batch.select_images([i for p in prompts.tolist() for i in batch.prompt_images(p)])
+    return SharedPromptBatch(batch.input_ids[prompts], batch.attention_mask[prompts], positions, images.pixel_values,
+                             images.image_grid_thw, index, completion_pos, targets, mask, images.vision_states)
 
 
 def shared_prompt_hidden(policy: Policy, b: SharedPromptBatch) -> torch.Tensor:
     """Hidden states [n, T, H] where hidden[:, t] predicts b.targets[:, t] (as `CompletionForward` returns for
     the same rows), each prompt computed once."""
-    image_embeds = policy.image_features(b.pixel_values, b.image_grid_thw, b.vision_states)
-    unused = None
-    if image_embeds is None:
-        # As CompletionForward: every data-parallel rank runs the vision tower (value and gradient unchanged).
-        blank, grid = policy.blank_image(b.prompt_ids.device)
-        unused = policy.image_features(blank, grid).sum() * 0.0
-    language_model = policy.core.model.language_model
+    # As CompletionForward: every data-parallel rank runs the vision tower (value and gradient unchanged).
+    features, unused = policy.image_features_or_blank(b.pixel_values, b.image_grid_thw, b.vision_states,
+                                                      b.prompt_ids.device)
+    language_model = policy.language_model
     recorded = RecordedPrompt(len(language_model.layers))
     with cache_under_checkpointing(language_model):
-        prompt_hidden, _ = policy.hidden_states(policy.embed(b.prompt_ids, image_embeds), b.prompt_positions,
-                                                b.prompt_mask, past_key_values=recorded)
+        prompt_hidden, _ = policy.forward_tokens(b.prompt_ids, features, b.prompt_positions, b.prompt_mask,
+                                                 past_key_values=recorded)
         hidden = prompt_hidden[b.prompt_index, -1:]  # [n, 1, H]: predicts the first completion token
         if b.targets.shape[1] > 1:
             inputs = b.targets[:, :-1]
             attn = torch.cat([b.prompt_mask[b.prompt_index], b.mask[:, :-1].to(b.prompt_mask.dtype)], 1)
-            completion_hidden, _ = policy.hidden_states(policy.embed(inputs, None), b.completion_positions, attn,
-                                                        past_key_values=recorded.prefix(b.prompt_index))
+            completion_hidden, _ = policy.forward_tokens(inputs, None, b.completion_positions, attn,
+                                                         past_key_values=recorded.prefix(b.prompt_index))
             hidden = torch.cat([hidden, completion_hidden], 1)
     return hidden if unused is None else hidden + unused.to(hidden.dtype)

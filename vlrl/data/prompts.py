@@ -18,6 +18,16 @@ _SPLIT = re.compile(re.escape(IMAGE_PLACEHOLDER))
 
 
 @dataclass
+class ImageInputs:
+    """Some images of a batch: their patches, grids, placeholder-token counts and kept vision states."""
+
+    pixel_values: torch.Tensor | None  # [patches of these images, C*T*p*p]
+    image_grid_thw: torch.Tensor | None  # [images, 3]
+    image_tokens: torch.Tensor | None  # [images]
+    vision_states: torch.Tensor | None  # [patches of these images, C'] (PromptBatch.vision_states rows)
+
+
+@dataclass
 class PromptBatch:
     rows: list[Row]  # [P]
     input_ids: torch.Tensor  # [P, L] left-padded prompt tokens
@@ -38,6 +48,24 @@ class PromptBatch:
     @property
     def num_prompts(self) -> int:
         return len(self.rows)
+
+    def prompt_images(self, prompt: int) -> range:
+        """Indices (into image_grid_thw) of prompt `prompt`'s images."""
+        start = sum(self.images_per_prompt[:prompt])
+        return range(start, start + self.images_per_prompt[prompt])
+
+    def select_images(self, images: Sequence[int]) -> ImageInputs:
+        """The patches, grids, token counts and (when kept) vision states of images `images`, in that order:
+        image i is rows patch_start[i]:patch_start[i+1] of pixel_values (and vision_states), where an image has
+        grid_thw.prod() patch rows. The one place patches are sliced by grid."""
+        if self.pixel_values is None or not len(images):
+            return ImageInputs(None, None, None, None)
+        grid = self.image_grid_thw
+        start = [0, *grid.prod(-1).cumsum(0).tolist()]
+        index = torch.cat([torch.arange(start[i], start[i + 1]) for i in images]).to(grid.device)
+        states = None if self.vision_states is None else self.vision_states[index]
+        images_t = torch.as_tensor(list(images), device=grid.device)
+        return ImageInputs(self.pixel_values[index], grid[images_t], self.image_tokens[images_t], states)
 
     def to(self, device) -> PromptBatch:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731

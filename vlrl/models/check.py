@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# model_type values of the families vlrl.models.policy drives (the Qwen2-VL layout: vision tower + merger,
-# 3-D rotary positions, image placeholder tokens).
-SUPPORTED_MODEL_TYPES = {"qwen2_5_vl": "Qwen2.5-VL", "qwen2_vl": "Qwen2-VL"}
+from vlrl.models.policy import FAMILIES
+
+# model_type values of the families vlrl.models.policy drives (one module per family), with their names.
+SUPPORTED_MODEL_TYPES = {model_type: name for model_type, (_, _, name) in FAMILIES.items()}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 

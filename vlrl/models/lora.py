@@ -3,7 +3,7 @@ weight frozen.
 
 The adapters are injected into the HF model in place, so `Policy.model` stays the HF model and rollout and
 update call its submodules as without LoRA; the peft wrapper (`Policy.adapter`) is kept to switch the adapters
-off (the KL reference) and to save them. A trainable merger becomes a peft "module to save": a trained copy
+off (the KL reference) and to save them. A trainable connector (merger) becomes a peft "module to save": a trained copy
 beside the frozen original, so switching the adapters off also gives back the original merger.
 """
 
@@ -14,24 +14,24 @@ from pathlib import Path
 import torch
 
 from vlrl.config import ModelConfig
-from vlrl.models.policy import MERGER, lora_target_pattern
 
 ADAPTER_CONFIG = "adapter_config.json"  # peft's file: marks a LoRA checkpoint
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def add_lora(model: torch.nn.Module, cfg: ModelConfig, base_path: str | Path,
-             weights: str | Path | None = None):
-    """Inject adapters into `model` (in place) and return the peft wrapper. `weights`: a directory with saved
+def add_lora(policy, cfg: ModelConfig, base_path: str | Path, weights: str | Path | None = None):
+    """Inject adapters into `policy.model` (in place) and return the peft wrapper. Targets and the connector
+    (kept as a trained copy unless model.freeze_merger) come from the policy's family. `weights`: a directory with saved
     adapter weights (a LoRA checkpoint) to load instead of the fresh initialisation."""
     from peft import LoraConfig, get_peft_model
     from peft.utils import set_peft_model_state_dict
 
     config = LoraConfig(
         r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target_pattern(cfg), modules_to_save=None if cfg.freeze_merger else [MERGER],
+        target_modules=policy.lora_target_pattern(cfg.lora_target_modules, cfg.lora_vision),
+        modules_to_save=None if cfg.freeze_merger else policy.connector_modules(),
     )
-    adapted = get_peft_model(model, config)
+    adapted = get_peft_model(policy.model, config)
     # Recorded in adapter_config.json, so an export finds the base model; absolute, since runs may be moved.
     local = Path(base_path)
     adapted.peft_config["default"].base_model_name_or_path = str(local.resolve()) if local.exists() else str(base_path)

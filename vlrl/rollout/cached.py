@@ -1,8 +1,7 @@
 """The shared-prefix backend: each prompt's images are encoded once and the prompt is prefilled once; the
 KV cache is then repeated G times and the group's samples decode from it in one batch.
 
-Positions: Qwen2.5-VL gives each prompt 3-D rotary positions (image tokens on a grid); every generated token
-takes, in all three components, one more than the largest position so far in its row.
+Positions: each prompt has the family's rotary positions; generated tokens follow `generated_positions`.
 Finished rows (EOS or a stop string, `rollout.stopping`) keep decoding padding (masked out) so the batch stays
 rectangular; decoding stops when every row has finished or `max_new_tokens` is reached.
 """
@@ -15,6 +14,7 @@ import torch
 
 from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
+from vlrl.models.base import generated_positions, next_positions
 from vlrl.models.policy import Policy
 from vlrl.rollout.sampling import group_uniforms, sample_next
 from vlrl.rollout.stopping import StopChecker
@@ -40,16 +40,15 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         uniforms = group_uniforms(seeds, G, cfg.max_new_tokens).to(device)  # [N, max_new_tokens]
 
     # Prefill each prompt once.
-    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
-    embeds = policy.embed(batch.input_ids, image_embeds)
+    features = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
     positions = policy.prompt_positions(batch)  # [3, P, L]
-    hidden, cache = policy.hidden_states(embeds, positions, batch.attention_mask, use_cache=True)
+    hidden, cache = policy.forward_tokens(batch.input_ids, features, positions, batch.attention_mask, use_cache=True)
     logits = policy.lm_head(hidden[:, -1]).float()  # [P, V]
 
     # Share the prefix across the group: samples of prompt p are rows p*G .. p*G+G-1.
     cache.batch_repeat_interleave(G)
     logits = logits.repeat_interleave(G, dim=0)  # [N, V]
-    next_pos = (positions.amax(dim=(0, 2)) + 1).repeat_interleave(G)  # [N]
+    first = next_positions(positions).repeat_interleave(G)  # [N]
     attn = batch.attention_mask.repeat_interleave(G, dim=0)  # [N, L]
 
     tokens, logps = [], []
@@ -69,8 +68,8 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         if bool(done.all()) or t == cfg.max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=device)], dim=1)
-        step_pos = (next_pos + t).view(1, N, 1).expand(3, N, 1)
-        hidden, cache = policy.hidden_states(policy.embed(tok.unsqueeze(1), None), step_pos, attn,
-                                             past_key_values=cache, use_cache=True)
+        step_pos = generated_positions(first, torch.tensor([t]))  # [3, N, 1]
+        hidden, cache = policy.forward_tokens(tok.unsqueeze(1), None, step_pos, attn, past_key_values=cache,
+                                              use_cache=True)
         logits = policy.lm_head(hidden[:, -1]).float()
     return finish_rollouts(policy, batch, torch.stack(tokens, 1), torch.stack(logps, 1), stops.stop_at, cfg.stop)

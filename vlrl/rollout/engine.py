@@ -41,6 +41,7 @@ import torch
 
 from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
+from vlrl.models.base import next_positions
 from vlrl.models.policy import Policy
 from vlrl.rollout.sampling import group_uniforms, sample_next
 from vlrl.rollout.static_cache import DecodeState
@@ -71,9 +72,9 @@ def use_cuda_graphs(cfg: RolloutConfig, device: torch.device) -> bool:
 def decode_step(policy: Policy, state: DecodeState, batch: int) -> torch.Tensor:
     """Feed `state.tokens[:batch]` at `state.slot`: logits [batch, V] (float) for the next token. Reads only
     device tensors of fixed shape, so it can be captured in a CUDA graph."""
-    embeds = policy.embed(state.tokens[:batch].unsqueeze(1), None)
-    hidden, _ = policy.hidden_states(embeds, state.positions(batch), policy.decode_mask(state.valid(batch)),
-                                     past_key_values=state.cache(batch), use_cache=True)
+    hidden, _ = policy.forward_tokens(state.tokens[:batch].unsqueeze(1), None, state.positions(batch),
+                                      policy.decode_mask(state.valid(batch)), past_key_values=state.cache(batch),
+                                      use_cache=True)
     return policy.lm_head(hidden[:, -1]).float()
 
 
@@ -115,12 +116,11 @@ def _prefill(policy: Policy, batch: PromptBatch, max_new_tokens: int) -> tuple[D
     """Encode images and prefill each prompt once (as `cached` does) -> (decode state of N = P*G rows, logits of
     the first generated token [N, V])."""
     G = batch.group_size
-    image_embeds = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
-    embeds = policy.embed(batch.input_ids, image_embeds)
+    features = policy.image_features(batch.pixel_values, batch.image_grid_thw, batch.vision_states)
     positions = policy.prompt_positions(batch)  # [3, P, L]
-    hidden, cache = policy.hidden_states(embeds, positions, batch.attention_mask, use_cache=True)
+    hidden, cache = policy.forward_tokens(batch.input_ids, features, positions, batch.attention_mask, use_cache=True)
     logits = policy.lm_head(hidden[:, -1]).float().repeat_interleave(G, dim=0)  # [N, V]
-    next_pos = positions.amax(dim=(0, 2)) + 1  # [P]
+    next_pos = next_positions(positions)  # [P]
     state = DecodeState.from_prefill(cache, batch.attention_mask, next_pos, G, max_new_tokens)
     return state, logits
 

@@ -17,18 +17,8 @@ from vlrl.rollout.types import Rollouts, finish_rollouts
 
 def _repeat_images(batch: PromptBatch, G: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """pixel_values / image_grid_thw of the batch with each prompt's images repeated G times in place."""
-    if batch.pixel_values is None:
-        return None, None
-    patches = batch.image_grid_thw.prod(-1).tolist()
-    chunks = list(torch.split(batch.pixel_values, patches))
-    grids = list(batch.image_grid_thw)
-    pix, thw, i = [], [], 0
-    for n in batch.images_per_prompt:
-        for _ in range(G):
-            pix += chunks[i:i + n]
-            thw += grids[i:i + n]
-        i += n
-    return torch.cat(pix), torch.stack(thw)
+    images = batch.select_images([i for p in range(batch.num_prompts) for _ in range(G) for i in batch.prompt_images(p)])
+    return images.pixel_values, images.image_grid_thw
 
 
 @torch.no_grad()

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
+from vlrl.models.base import generated_positions
+
 
 class SlotLayer(CacheLayerMixin):
     """One layer's keys/values [B, kv_heads, S, head_dim] (views into the state's buffers), written at `slot`."""
@@ -107,8 +109,7 @@ class DecodeState:
 
     def positions(self, batch: int) -> torch.Tensor:
         """[3, batch, 1] rotary positions of this step's token: the row's first generated position + t."""
-        pos = self.next_pos[:batch] + (self.slot - self.prompt_len)
-        return pos.view(1, batch, 1).expand(3, batch, 1)
+        return generated_positions(self.next_pos[:batch], (self.slot - self.prompt_len).view(1))
 
     def compact(self, select: torch.Tensor) -> None:
         """Move rows `select` [B'] (indices into the current batch) to rows 0..B'-1 of every buffer."""
