@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from vlrl.models.tiny import TINY_ROPE_THETA, TINY_TEXT, build_tiny_tokenizer, qwen2_5_vl_config
+from vlrl.models.families import FAMILIES
+from vlrl.models.tiny import TINY_ROPE_THETA, TINY_TEXT, build_tiny_tokenizer
 
 
 def test_every_mrope_axis_turns_at_least_half_a_radian_per_position():
@@ -16,8 +17,8 @@ def test_every_mrope_axis_turns_at_least_half_a_radian_per_position():
     from transformers import Qwen2_5_VLForConditionalGeneration
 
     tok = build_tiny_tokenizer(["red", "blue"])
-    config = qwen2_5_vl_config(tok, dict(TINY_TEXT, vocab_size=len(tok)), dict(depth=1, hidden_size=16,
-                               intermediate_size=16, num_heads=2, out_hidden_size=64))
+    config = FAMILIES["qwen2_5_vl"].config(tok, dict(TINY_TEXT, vocab_size=len(tok)), dict(
+        depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=64, fullatt_block_indexes=[0]))
     assert config.text_config.rope_parameters["rope_theta"] == TINY_ROPE_THETA == 2.0
     assert config.text_config.rope_parameters["mrope_section"] == [2, 3, 3]
     torch.manual_seed(0)
