@@ -80,14 +80,9 @@ def _token_ids(tokenizer) -> dict:
 
 def _text_config(tokenizer, text: dict, rope: dict, max_positions: int) -> dict:
     ids = tokenizer.convert_tokens_to_ids
-    return dict(
-        max_position_embeddings=max_positions,
-        rope_parameters=rope,
-        bos_token_id=ids(PAD_TOKEN),
-        eos_token_id=ids(EOS_TOKEN),
-        pad_token_id=ids(PAD_TOKEN),
-        **{k: v for k, v in text.items() if k not in TEXT_EXTRAS},
-    )
+    defaults = dict(max_position_embeddings=max_positions, rope_parameters=rope, bos_token_id=ids(PAD_TOKEN),
+                    eos_token_id=ids(EOS_TOKEN), pad_token_id=ids(PAD_TOKEN))
+    return defaults | {k: v for k, v in text.items() if k not in TEXT_EXTRAS}
 
 
 def _qwen2_config(config_class: str, tokenizer, text: dict, vision: dict, patch: int):
@@ -181,7 +176,7 @@ class Family:
         import transformers
 
         config_class = getattr(transformers, self.config_class)
-        sub = config_class.sub_configs_defaults[f"{section}_config"]
+        sub = config_class.sub_configs[f"{section}_config"]
         base = {f.name for f in dataclasses.fields(transformers.PreTrainedConfig)}
         names = {f.name for f in dataclasses.fields(sub)} - base - _BUILDER_SET
         if section == "text":

@@ -10,7 +10,9 @@ written down from memory of those files, not downloaded here (this machine is of
 entries were already used for GPU benchmarks with this code. The least certain are the vision
 ``intermediate_size`` of Qwen2.5-VL 32B/72B (3456, not the 3B/7B's 3420) and the Qwen3-VL vision towers
 (2B/4B: depth 24 width 1024; 8B/32B: depth 27 width 1152, as transformers' Qwen3VLVisionConfig defaults).
-Compare with the hub file before quoting a parameter count.
+A cross-check, also from memory: the parameter totals these shapes give (2.21, 8.29, 3.75, 8.29, 33.45, 73.41,
+2.13, 4.44, 8.77, 33.36 billion, in the order below, counted on the meta device) are the sizes the hub pages
+show. Compare with the hub file before quoting a figure.
 """
 
 from __future__ import annotations
