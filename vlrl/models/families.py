@@ -92,6 +92,9 @@ def _qwen2_config(config_class: str, tokenizer, text: dict, vision: dict, patch:
     if "head_dim" in text:
         raise FamilyError(f"{config_class}: the text head dimension is hidden_size / num_attention_heads; "
                           "drop text.head_dim")
+    if text["hidden_size"] % text["num_attention_heads"]:
+        raise FamilyError(f"{config_class}: text hidden_size {text['hidden_size']} is not a multiple of "
+                          f"num_attention_heads {text['num_attention_heads']}")
     sections = mrope_sections(_text_head_dim(text))
     rope = {"rope_type": "default", "rope_theta": text.get("rope_theta", 1_000_000.0), "mrope_section": sections}
     return getattr(transformers, config_class)(
