@@ -24,6 +24,7 @@ import torch
 
 from vlrl.data.prompts import resize_image
 from vlrl.models import tiny
+from vlrl.models.families import FAMILIES
 
 PALETTE = {"red": (230, 0, 0), "green": (0, 190, 0), "blue": (0, 0, 230), "yellow": (240, 210, 0)}
 KINDS = ["square", "circle", "triangle"]
@@ -95,17 +96,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from transformers import Qwen2_5_VLForConditionalGeneration
-
     tasks = args.tasks.split(",")
     words = [QUESTIONS[t] for t in tasks] + [a for t in tasks for a in ANSWERS[t]]
     tok = tiny.build_tiny_tokenizer(words)
-    config = tiny.qwen2_5_vl_config(tok, dict(tiny.TINY_TEXT, vocab_size=len(tok), rope_theta=args.rope_theta),
-                                    tiny.TINY_VISION)
+    family = FAMILIES["qwen2_5_vl"]
+    config = family.config(tok, dict(tiny.TINY_TEXT, vocab_size=len(tok), rope_theta=args.rope_theta),
+                           tiny.TINY_VISION["qwen2_5_vl"])
     config.initializer_range = tiny.TINY_INIT_STD
     torch.manual_seed(args.seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
-    processor = tiny.build_processor(tok, args.min_pixels, args.max_pixels)
+    model = family.model(config)
+    processor = family.processor(tok, args.min_pixels, args.max_pixels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
 
     def batch(rng: random.Random, n: int, task: str | None = None):

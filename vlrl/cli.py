@@ -219,7 +219,7 @@ def _models_tiny(args: argparse.Namespace) -> int:
         words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
     except (FileNotFoundError, ValueError) as e:
         return _fail(f"--vocab-from: {e}")
-    print(build_tiny_model(args.out, words=words, seed=args.seed, min_pixels=args.min_pixels,
+    print(build_tiny_model(args.out, words=words, family=args.family, seed=args.seed, min_pixels=args.min_pixels,
                            max_pixels=args.max_pixels))
     return 0
 
@@ -253,14 +253,23 @@ def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, p
 def _models_random(args: argparse.Namespace) -> int:
     from data_pipelines.synthetic.shapes import WORDS
     from vlrl.atomic import refuse_non_empty
+    from vlrl.models.shapes import parse_overrides, resolve_shape
     from vlrl.models.tiny import build_random_model
 
     try:
+        overrides = parse_overrides(args.set)
+        resolve_shape(args.like, overrides)  # a bad --set fails here, not after the output check
+    except ValueError as e:
+        return _fail(str(e))
+    try:
         refuse_non_empty(args.out)  # at once, not after building billions of random weights
-        print(build_random_model(args.out, like=args.like, words=WORDS, dtype=args.dtype, seed=args.seed,
-                                 device=args.device))
     except FileExistsError as e:
         return _fail(str(e))
+    try:
+        print(build_random_model(args.out, like=args.like, overrides=overrides, words=WORDS, dtype=args.dtype,
+                                 seed=args.seed, device=args.device))
+    except ValueError as e:  # overrides that make no valid config of the family
+        return _fail(f"--like {args.like} {' '.join('--set ' + s for s in args.set)}: {e}")
     return 0
 
 
@@ -407,6 +416,8 @@ def _data_sources(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from vlrl.config import Config, RewardConfig
     from vlrl.config_loader import format_help
+    from vlrl.models.families import FAMILIES
+    from vlrl.models.shapes import RELEASED_SHAPES, shapes_help
 
     parser = argparse.ArgumentParser(prog="vlrl", description="RL from verifiable rewards for vision-language models.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -456,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(fn=_rewards_list)
 
     models = sub.add_parser("models", help="build checkpoints offline").add_subparsers(dest="what", required=True)
-    tiny = models.add_parser("tiny", help="write a tiny random Qwen2.5-VL (HF format) for CPU demos and tests")
+    tiny = models.add_parser("tiny", help="write a tiny random Qwen VL model (HF format) for CPU demos and tests")
     tiny.add_argument("out", help="output directory")
+    tiny.add_argument("--family", choices=list(FAMILIES), default="qwen2_5_vl",
+                      help="model family, a transformers model_type (default qwen2_5_vl)")
     tiny.add_argument("--seed", type=int, default=0, help="weight initialisation seed (default 0)")
     tiny.add_argument("--min-pixels", type=int, default=56 * 56, help="processor min_pixels (default 3136)")
     tiny.add_argument("--max-pixels", type=int, default=112 * 112, help="processor max_pixels (default 12544)")
@@ -470,9 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--system-prompt", default="", help="also add the words of this system prompt (data.system_prompt)")
     tiny.add_argument("--prompt-suffix", default="", help="also add the words of this suffix (data.prompt_suffix)")
     tiny.set_defaults(fn=_models_tiny)
-    rand = models.add_parser("random", help="write a random-weight model with a released model's exact shape")
+    rand = models.add_parser("random", help="write a random-weight model with a released model's exact shape",
+                             epilog=shapes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     rand.add_argument("out", help="output directory")
-    rand.add_argument("--like", required=True, choices=["qwen2.5-vl-3b", "qwen2.5-vl-7b"], help="shape to copy")
+    rand.add_argument("--like", required=True, choices=list(RELEASED_SHAPES), metavar="NAME",
+                      help="released shape to copy (listed below)")
+    rand.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                      help="change one field of the shape, SECTION text or vision, FIELD a transformers config field "
+                      "of the family (e.g. --set text.num_hidden_layers=2); repeatable")
     rand.add_argument("--dtype", default="bfloat16", help="parameter dtype (default bfloat16)")
     rand.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     rand.add_argument("--device", default="cpu", help="where the weights are drawn: cpu (default) or cuda (faster)")

@@ -178,6 +178,7 @@ def test_random_model_of_a_released_shape_is_drawn_on_the_device_asked(tmp_path,
     draws the weights there (here a small stand-in shape on CPU; the 3B shape itself needs 15 GB)."""
     import torch
 
+    import vlrl.models.shapes as shapes
     import vlrl.models.tiny as tiny
     from vlrl.cli import main
 
@@ -187,8 +188,9 @@ def test_random_model_of_a_released_shape_is_drawn_on_the_device_asked(tmp_path,
     assert seen["device"] == "cuda" and seen["like"] == "qwen2.5-vl-3b"
     monkeypatch.undo()
 
-    small = dict(text=dict(tiny.TINY_TEXT, vocab_size=1024), vision=dict(tiny.TINY_VISION, out_hidden_size=64))
-    monkeypatch.setitem(tiny.RELEASED_SHAPES, "small-test", small)
+    small = dict(family="qwen2_5_vl", source="test", text=dict(tiny.TINY_TEXT, vocab_size=1024),
+                 vision=tiny.TINY_VISION["qwen2_5_vl"])
+    monkeypatch.setitem(shapes.RELEASED_SHAPES, "small-test", small)
     path = tiny.build_random_model(tmp_path / "small", like="small-test", words=["red", "blue"], device="cpu")
     from transformers import AutoModelForImageTextToText
 
