@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
             "<|video_pad|>", "<unk>"]
@@ -81,14 +81,20 @@ def build(family: str, out: Path, seed: int = 0, min_pixels: int = 32 * 32, max_
             **_ids(tok))
         model_class, processor_class, patch = tf.Qwen2_5_VLForConditionalGeneration, tf.Qwen2_5_VLProcessor, 14
         video = tf.Qwen2VLVideoProcessor(size=size, patch_size=patch, merge_size=2, temporal_patch_size=2)
-    elif family == "qwen3_vl":
-        config = tf.Qwen3VLConfig(
-            text_config=_text(tok, head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                                 "mrope_section": [4, 2, 2], "mrope_interleaved": True}),
+    elif family in ("qwen3_vl", "qwen3_vl_moe"):
+        moe = family == "qwen3_vl_moe"
+        rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True}
+        text = _text(tok, head_dim=16, rope_parameters=rope)
+        if moe:  # 4 experts of which 2 per token; the last layer a dense MLP
+            text.update(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1,
+                        mlp_only_layers=[2], tie_word_embeddings=False)
+        config = (tf.Qwen3VLMoeConfig if moe else tf.Qwen3VLConfig)(
+            text_config=text,
             vision_config=dict(depth=3, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=64,
                                patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0, 1]),
             **_ids(tok))
-        model_class, processor_class, patch = tf.Qwen3VLForConditionalGeneration, tf.Qwen3VLProcessor, 16
+        model_class = tf.Qwen3VLMoeForConditionalGeneration if moe else tf.Qwen3VLForConditionalGeneration
+        processor_class, patch = tf.Qwen3VLProcessor, 16
         video = tf.Qwen3VLVideoProcessor(size=size, patch_size=patch, merge_size=2, temporal_patch_size=2)
     else:
         raise ValueError(family)

@@ -15,6 +15,7 @@ Everything device- or process-dependent goes through accelerate. Data parallelis
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -72,6 +73,8 @@ COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions 
 DROPPED_ROWS_FILE = "dropped_rows.jsonl"  # rows left out at start-up (prompt over data.max_prompt_tokens)
 
 EVAL_BATCH = 64
+
+log = logging.getLogger(__name__)
 
 
 class Trainer:
@@ -239,6 +242,8 @@ class Trainer:
             raise ValueError("model.lora_rank with FSDP is not supported yet: use DDP (configs/accelerate/ddp.yaml); "
                              "with LoRA only the small adapter state is replicated")
         self.policy = self._load_policy(base_path, ckpt)
+        if acc.is_fsdp2:
+            self._fsdp_units()
         self.forward = CompletionForward(self.policy.model)
         params = [p for p in self.forward.parameters() if p.requires_grad]
         o = cfg.optim
@@ -257,6 +262,18 @@ class Trainer:
         if is_sharded_checkpoint(ckpt):
             load_sharded(ckpt, self.forward, self.optimizer)
         return load_trainer_state(ckpt, self.optimizer, self.scheduler)
+
+    def _fsdp_units(self) -> None:
+        """Shard the family's own layers: an accelerate config names layer classes (configs/accelerate/fsdp2.yaml
+        names Qwen2.5-VL's); names this model does not have are replaced by its decoder layer and vision block
+        classes, so one config serves every family."""
+        plugin = self.accelerator.state.fsdp_plugin
+        ours = self.policy.shard_unit_classes()
+        named = list(plugin.transformer_cls_names_to_wrap or [])
+        if named and not set(named) <= set(ours):
+            log.info("FSDP2: sharding %s (this model's layers) instead of %s from the accelerate config",
+                     ", ".join(ours), ", ".join(named))
+            plugin.transformer_cls_names_to_wrap = ours
 
     def _load_policy(self, base_path, ckpt):
         """The policy to train: the base model, or the checkpoint's weights when resuming (a LoRA checkpoint

@@ -59,7 +59,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(checkpoint, sh
     moved = {n for n, p in full.policy.core.named_parameters() if not torch.equal(p, before[n])}
     assert any(".language_model." in n for n in moved) and any(".merger." in n for n in moved)
     assert not any(".visual.blocks." in n for n in moved)  # frozen tower
-    if family == "qwen3_vl":
+    if family.startswith("qwen3_vl"):
         assert any(".deepstack_merger_list." in n for n in moved)  # part of the connector: trains
 
     Trainer(_config(model_dir, shapes_dir, tmp_path / "part", *common)).fit(stop_after=3)
@@ -76,7 +76,7 @@ def test_lora_trains_and_exports_a_merged_checkpoint(checkpoint, shapes_dir, tmp
     trainable = [n for n, p in trainer.policy.core.named_parameters() if p.requires_grad]
     assert any(".language_model.layers." in n and "lora_" in n for n in trainable)
     assert any(".visual.blocks." in n and "lora_" in n for n in trainable)
-    connector = ("merger", "deepstack_merger_list") if family == "qwen3_vl" else ("merger",)
+    connector = ("merger", "deepstack_merger_list") if family.startswith("qwen3_vl") else ("merger",)
     for name in connector:  # peft's trained copy of each connector module
         assert any(f".{name}" in n and "modules_to_save" in n for n in trainable), name
     trainer.fit()
@@ -116,3 +116,30 @@ def test_serve_answers_with_the_greedy_rollout(checkpoint, tmp_path):
         with urllib.request.urlopen(req, timeout=120) as resp:
             reply = json.loads(resp.read())
     assert reply["choices"][0]["message"]["content"] == expected and expected, family
+
+
+RECIPES = {"qwen2_vl": "qwen2_vl_2b_grpo.yaml", "qwen2_5_vl": "qwen2_5_vl_3b_grpo.yaml",
+           "qwen3_vl": "qwen3_vl_4b_grpo.yaml", "qwen3_vl_moe": "qwen3_vl_30b_a3b_grpo.yaml"}
+
+
+def test_each_familys_recipe_runs_on_its_tiny_model_with_the_familys_box_frame(checkpoint, shapes_dir, tmp_path):
+    """configs/<family>_*_grpo.yaml: the family's box frame in the accuracy term (Qwen2.5-VL pixels of the resized
+    input, Qwen2-VL and Qwen3-VL 0-1000), and its options (bf16, gradient checkpointing, frozen tower, prompt
+    suffix) for two steps on the family's tiny checkpoint."""
+    from vlrl.models.policy import family_class
+
+    family, model_dir = checkpoint
+    recipe = Path(__file__).resolve().parents[2] / "configs" / RECIPES[family]
+    cfg = load_config(Config, recipe, [
+        f"model.path={model_dir}", f"data.path={shapes_dir}", f"trainer.output_dir={tmp_path / 'run'}",
+        "trainer.total_steps=2", "trainer.eval_every=0", "trainer.save_every=0", "trainer.progress_bar=false",
+        "trainer.device=cpu", "rollout.max_new_tokens=6", "data.prompts_per_step=2", "rollout.group_size=3",
+        "data.unknown_tokens=ignore", "model.min_pixels=1024", "model.max_pixels=9216"])
+    accuracy = [t for t in cfg.reward.terms if t["name"] == "accuracy"]
+    assert accuracy and accuracy[0]["params"]["box_format"] == family_class(family).box_format
+    assert cfg.model.dtype == "bfloat16" and cfg.model.gradient_checkpointing and cfg.model.freeze_vision
+    trainer = Trainer(cfg)
+    trainer.fit()
+    steps = [m for m in _metrics(tmp_path / "run") if "loss/loss" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert next(trainer.policy.core.parameters()).dtype == torch.bfloat16

@@ -26,6 +26,7 @@ WORKER = Path(__file__).with_name("fsdp_worker.py")
 STEPS = 2
 
 sys.path.insert(0, str(WORKER.parent))
+sys.path.insert(0, str(WORKER.parents[1]))
 from distributed_worker import record_steps  # noqa: E402
 from launching import comparable as _comparable  # noqa: E402
 from launching import free_port, run_launch  # noqa: E402
@@ -98,3 +99,28 @@ def test_fsdp2_resume_export_and_single_process_match(tiny_model_dir, shapes_dir
     exported = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").named_parameters())
     for name, value in a.items():
         torch.testing.assert_close(exported[name], value, rtol=0, atol=0)
+
+
+def test_fsdp2_shards_a_qwen3_vl_checkpoint_like_one_process(shapes_dir, tmp_path):
+    """configs/accelerate/fsdp2.yaml names Qwen2.5-VL's layer classes; on a Qwen3-VL checkpoint (deepstack
+    mergers, 16-pixel patches) the trainer shards that model's own layers, and two FSDP2 processes give the
+    parameters of one process without FSDP after each step."""
+    from family_models import build
+
+    model = build("qwen3_vl", tmp_path / "model")
+    overrides = [*_overrides(model, shapes_dir, tmp_path / "fsdp" / "run"), "data.unknown_tokens=ignore",
+                 "model.min_pixels=1024", "model.max_pixels=9216"]
+    (tmp_path / "fsdp").mkdir()
+    _launch_fsdp(tmp_path / "fsdp", "fresh", overrides)
+    single: dict[int, dict[str, torch.Tensor]] = {}
+    one = [o.replace(str(tmp_path / "fsdp" / "run"), str(tmp_path / "one")) for o in overrides]
+    trainer = Trainer(load_config(Config, None, one))
+    record_steps(trainer, lambda step, params: single.__setitem__(step, params))
+    trainer.fit()
+    for step in range(1, STEPS + 1):
+        sharded = torch.load(tmp_path / "fsdp" / f"step{step}.pt")
+        assert sharded.keys() == single[step].keys()
+        assert any("deepstack_merger_list" in n for n in sharded)
+        for name, value in sharded.items():
+            torch.testing.assert_close(value, single[step][name], rtol=0, atol=1e-5,
+                                       msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")

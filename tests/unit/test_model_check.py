@@ -69,7 +69,7 @@ def test_an_unsupported_model_names_the_supported_ones(tmp_path, config, kind):
         check_model_path(path)
     assert str(info.value) == (
         f"model.path={path} is model_type {kind}, which vlrl cannot train; supported model "
-        "types: qwen2_vl (Qwen2-VL), qwen2_5_vl (Qwen2.5-VL), qwen3_vl (Qwen3-VL)")
+        "types: qwen2_vl (Qwen2-VL), qwen2_5_vl (Qwen2.5-VL), qwen3_vl (Qwen3-VL), qwen3_vl_moe (Qwen3-VL-MoE)")
 
 
 def test_a_file_or_a_directory_without_config_is_not_a_checkpoint(tmp_path):

@@ -153,6 +153,10 @@ class Policy:
         return not any(p.requires_grad for n, p in self.visual.named_parameters()
                        if not n.startswith(self.connector_prefixes))
 
+    def shard_unit_classes(self) -> list[str]:
+        """Class names of the modules FSDP2 shards one by one: the decoder layer and the vision block."""
+        return [type(self.language_model.layers[0]).__name__, type(self.visual.blocks[0]).__name__]
+
     @classmethod
     def lora_target_pattern(cls, target_modules, lora_vision: bool) -> str:
         """The regex of module names that get LoRA adapters."""

@@ -21,6 +21,7 @@ FAMILIES = {
     "qwen2_vl": ("vlrl.models.qwen2_vl", "Qwen2VLPolicy", "Qwen2-VL"),
     "qwen2_5_vl": ("vlrl.models.qwen2_5_vl", "Qwen2_5_VLPolicy", "Qwen2.5-VL"),
     "qwen3_vl": ("vlrl.models.qwen3_vl", "Qwen3VLPolicy", "Qwen3-VL"),
+    "qwen3_vl_moe": ("vlrl.models.qwen3_vl", "Qwen3VLMoePolicy", "Qwen3-VL-MoE"),
 }
 
 

@@ -61,3 +61,13 @@ class Qwen3VLPolicy(Policy):
             return {}
         return {"visual_pos_masks": input_ids == self.core.config.image_token_id,
                 "deepstack_visual_embeds": list(features.deepstack)}
+
+
+class Qwen3VLMoePolicy(Qwen3VLPolicy):
+    """Qwen3-VL-MoE (e.g. 30B-A3B): the same vision side and deepstack; the language model's MLPs are mixtures
+    of experts, which transformers' decoder layers run inside `forward_tokens` like any other layer. LoRA
+    adapts the attention projections (`model.lora_target_modules`); experts stored as fused 3-D weights are
+    not nn.Linear modules, so peft does not adapt them."""
+
+    model_type = "qwen3_vl_moe"
+    display_name = "Qwen3-VL-MoE"
