@@ -159,7 +159,7 @@ def test_the_update_gives_the_sequence_by_sequence_gradients(policy):
 
     def grads(size):
         policy.model.zero_grad(set_to_none=True)
-        for mb, seqs in micro_batches(batch, rollouts, rows, size):
+        for _, seqs in micro_batches(batch, rollouts, rows, size):
             logp, entropy = forward(policy, seqs, temperature=0.8, with_entropy=True)
             ((logp * seqs.mask).sum() + 0.1 * (entropy * seqs.mask).sum()).backward()
         return {n: p.grad.clone() for n, p in policy.model.named_parameters() if p.grad is not None}
@@ -251,7 +251,7 @@ def test_what_the_generic_tier_does_not_do_is_refused_at_start_up(checkpoint, sh
     assert "generic tier" in message
     for fix in ("rollout.backend=reference", "algorithm.shared_prompt=false", "model.freeze_vision=false"):
         assert fix in message
-    assert not (tmp_path / "run" / "data").exists()  # refused before any slow work
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything is written or loaded
 
 
 @pytest.mark.parametrize("config,kind", [
