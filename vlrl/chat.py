@@ -72,7 +72,7 @@ class ChatEngine:
         self.policy = policy
         self.encoder = PromptEncoder(policy.processor, min_pixels, max_pixels, generic=policy.generic)
         self.max_new_tokens = max_new_tokens
-        self.backend = backend
+        self.backend = "reference" if policy.generic else backend  # the generic tier's one backend
         self.context = int(getattr(policy.core.config.get_text_config(), "max_position_embeddings", 0) or 0)
         # The training default (data.max_prompt_tokens): what the context leaves for max_new_tokens, capped.
         self.max_prompt_tokens = max_prompt_tokens or default_max_prompt_tokens(self.context, max_new_tokens)

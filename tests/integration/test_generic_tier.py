@@ -204,6 +204,19 @@ def test_sampled_rollout_logprobs_are_the_updates(policy):
     assert rollouts.completion_ids[G:2 * G].tolist() == again.completion_ids[G:2 * G, :rollouts.completion_ids.shape[1]].tolist()
 
 
+def test_chat_answers_with_the_greedy_rollout(policy):
+    """`vlrl serve`'s engine routes a generic-tier model to the reference backend (its default is `cached`)."""
+    from vlrl.chat import ChatEngine, SamplingParams
+
+    row = _rows()[0]
+    engine = ChatEngine(policy, 0, 0, max_new_tokens=6)
+    reply = engine.complete(build_messages(row), list(row.images), SamplingParams(max_tokens=6))
+    batch = PromptEncoder(policy.processor, 0, 0, generic=True)([row], group_size=1)
+    expected = generate(policy, batch, RolloutConfig(backend="reference", max_new_tokens=6), greedy=True)
+    assert reply.completions[0].text == expected.texts[0]
+    assert reply.prompt_tokens == int(batch.attention_mask.sum())
+
+
 def test_the_fast_paths_are_refused_naming_the_reference_backend(policy):
     batch = _batch(policy, group_size=1)
     for backend in ("cached", "engine"):
