@@ -39,6 +39,8 @@ def layer_params(policy) -> tuple[int, int]:
 def micro_batch_tokens(seqs) -> tuple[int, int]:
     """(positions the decoder layers process, completion positions the LM head scores) of one micro-batch."""
     targets = seqs.targets.numel()
+    if hasattr(seqs, "groups"):  # the generic tier: each row whole, prompt + completion
+        return sum(len(rows) * prompt["input_ids"].shape[1] for rows, prompt in seqs.groups) + targets, targets
     if hasattr(seqs, "prompt_ids"):  # shared prompt: each distinct prompt once, completions without the last
         return seqs.prompt_ids.numel() + seqs.targets[:, :-1].numel(), targets
     return seqs.input_ids.numel(), targets

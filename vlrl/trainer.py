@@ -49,6 +49,7 @@ from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.check import check_model_path
+from vlrl.models.generic import check_generic_config
 from vlrl.models.policy import load_policy
 from vlrl.perf import peak_tflops, update_flops
 from vlrl.rewards import RewardInput, RewardMixer
@@ -95,7 +96,8 @@ class Trainer:
         acc = self.accelerator
         per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
         if cfg.model.path != "tiny":  # before building data or loading weights: a wrong path fails at once
-            check_model_path(cfg.model.path)
+            if check_model_path(cfg.model.path).generic:  # and what the generic tier does not do
+                check_generic_config(cfg, acc.num_processes)
         torch.manual_seed(cfg.trainer.seed)
         self._claim_run_dir(resume, overwrite)
         ckpt = self._resume_checkpoint() if resume else None
@@ -117,7 +119,7 @@ class Trainer:
             print(f"resuming from {ckpt} at step {self.start_step} of {cfg.trainer.total_steps}", flush=True)
 
         self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
-                                    cfg.data.system_prompt, cfg.data.prompt_suffix)
+                                    cfg.data.system_prompt, cfg.data.prompt_suffix, generic=self.policy.generic)
         self.mixer = RewardMixer(cfg.reward)
         sources = None
         if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
@@ -222,9 +224,10 @@ class Trainer:
         from transformers import AutoProcessor
 
         cfg, d = self.cfg, self.cfg.data
-        limit = prompt_limit(d.max_prompt_tokens, check_model_path(model_path).context, cfg.rollout.max_new_tokens)
+        info = check_model_path(model_path)
+        limit = prompt_limit(d.max_prompt_tokens, info.context, cfg.rollout.max_new_tokens)
         encoder = PromptEncoder(AutoProcessor.from_pretrained(str(model_path)), cfg.model.min_pixels,
-                                cfg.model.max_pixels, d.system_prompt, d.prompt_suffix)
+                                cfg.model.max_pixels, d.system_prompt, d.prompt_suffix, generic=info.generic)
         splits = {"train": (self.train_rows, self._scans["train"], f"data.path={d.path}, split {d.train_split!r}")}
         if self.eval_rows is not None:
             splits["eval"] = (self.eval_rows, self._scans["eval"], f"data.path={d.path}, split {d.eval_split!r}")

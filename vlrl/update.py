@@ -4,6 +4,9 @@ GRPO-family loss.
 A micro-batch is a set of sequences (prompt + completion). Each distinct image among them is encoded once and
 its features are shared by that prompt's samples (an index, so gradients still reach a trainable vision
 tower). Only the completion positions go through the LM head, chunk by chunk (`vlrl.algorithms.logprobs`).
+
+A model of the generic tier (`vlrl.models.generic`) runs transformers' own forward instead, on each prompt's
+processor outputs with its rows' completions appended (`GenericSequenceBatch`), one distinct prompt at a time.
 """
 
 from __future__ import annotations
@@ -38,6 +41,30 @@ class SequenceBatch:
     vision_states: torch.Tensor | None = None  # rows of batch.vision_states for pixel_values' patches
 
 
+@dataclass
+class GenericSequenceBatch:
+    """A micro-batch of n rows for the generic tier: per distinct prompt, the rows it holds and its processor
+    outputs (batch 1); each prompt's rows run as one batch of prompt + completion through the model's forward."""
+
+    groups: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]  # (positions among the n rows [k], prompt inputs)
+    targets: torch.Tensor  # [n, T] completion ids
+    mask: torch.Tensor  # [n, T]
+
+
+def generic_logprobs(policy: Policy, seqs: GenericSequenceBatch, temperature: float, with_entropy: bool
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs [n, T] (and entropy [n, T]) of a generic-tier micro-batch, prompt by prompt."""
+    logps, entropies = [], []
+    for rows, prompt in seqs.groups:
+        logp, entropy = policy.completion_logprobs(prompt, seqs.targets[rows], seqs.mask[rows], temperature,
+                                                   with_entropy)
+        logps.append(logp)
+        entropies.append(entropy)
+    order = torch.argsort(torch.cat([rows for rows, _ in seqs.groups]))  # back to row order
+    logp = torch.cat(logps)[order]
+    return logp, torch.cat(entropies)[order] if with_entropy else None
+
+
 class CompletionForward(torch.nn.Module):
     """The training forward as a module, so data-parallel wrappers (accelerate) see a regular `forward`:
     (prompt + completion tokens, image patches) -> log-probs of the completion tokens.
@@ -60,6 +87,8 @@ class CompletionForward(torch.nn.Module):
         """Log-probs [n, T] (and entropy [n, T], else None) of seqs.targets; or, with `run`, run()'s result."""
         if run is not None:
             return self._with_full_parameters(run)
+        if isinstance(seqs, GenericSequenceBatch):  # the generic tier: the model's own forward and logits
+            return generic_logprobs(policy, seqs, temperature, with_entropy)
         if isinstance(seqs, SharedPromptBatch):  # each prompt once (algorithm.shared_prompt)
             hidden = shared_prompt_hidden(policy, seqs)
         else:
@@ -101,11 +130,17 @@ class CompletionForward(torch.nn.Module):
                 m.reshard()
 
 
-def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> SequenceBatch:
-    """Sequences `rows` (indices into the N = P*G rollout rows) as model inputs (needs batch.positions)."""
+def gather_sequences(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor
+                     ) -> SequenceBatch | GenericSequenceBatch:
+    """Sequences `rows` (indices into the N = P*G rollout rows) as model inputs (needs batch.positions, except
+    for the generic tier's batches)."""
     G = batch.group_size
     prompts = rows // G
     targets, mask = rollouts.completion_ids[rows], rollouts.completion_mask[rows]
+    if batch.prompt_inputs is not None:
+        groups = [((prompts == p).nonzero().squeeze(-1), batch.prompt_inputs[p])
+                  for p in prompts.unique(sorted=True).tolist()]
+        return GenericSequenceBatch(groups, targets, mask)
     ids = torch.cat([batch.input_ids[prompts], targets], 1)
     attn = torch.cat([batch.attention_mask[prompts], mask.to(batch.attention_mask.dtype)], 1)
     prompt_pos = batch.positions[:, prompts]  # [3, n, L]
@@ -200,6 +235,9 @@ def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, si
     data-parallel ranks must run the same number of forwards and backwards, each being a collective, even when
     dynamic sampling kept more rows on one rank than on another, or their token budgets split differently."""
     plan = split_rows(batch, rows, rollouts.completion_ids.shape[1], size, max_tokens)
+    if shared_prompt and batch.prompt_inputs is not None:
+        raise ValueError("algorithm.shared_prompt=true needs a model of the Qwen-VL families; a model of the generic "
+                         "tier runs every row whole: set algorithm.shared_prompt=false")
     gather = gather_shared_prompt if shared_prompt else gather_sequences
     out = [(mb, gather(batch, rollouts, rows[mb])) for mb in plan]
     if count is not None and count > len(out):

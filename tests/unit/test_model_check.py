@@ -59,8 +59,8 @@ def test_a_hub_id_is_checked_by_its_config_alone(tmp_path, monkeypatch):
 @pytest.mark.parametrize("config,kind", [
     ({"model_type": "llama", "architectures": ["LlamaForCausalLM"]},
      "'llama' (LlamaForCausalLM; a text-only model (no vision_config))"),
-    ({"model_type": "llava", "architectures": ["LlavaForConditionalGeneration"], "vision_config": {}},
-     "'llava' (LlavaForConditionalGeneration; a vision-language model)"),
+    ({"model_type": "clip", "architectures": ["CLIPModel"], "vision_config": {}},
+     "'clip' (CLIPModel; a vision-language model)"),
     ({}, "None (no architectures listed; a text-only model (no vision_config))"),
 ])
 def test_an_unsupported_model_names_the_supported_ones(tmp_path, config, kind):
@@ -68,8 +68,18 @@ def test_an_unsupported_model_names_the_supported_ones(tmp_path, config, kind):
     with pytest.raises(ModelPathError) as info:
         check_model_path(path)
     assert str(info.value) == (
-        f"model.path={path} is model_type {kind}, which vlrl cannot train; supported model "
-        "types: qwen2_vl (Qwen2-VL), qwen2_5_vl (Qwen2.5-VL), qwen3_vl (Qwen3-VL), qwen3_vl_moe (Qwen3-VL-MoE)")
+        f"model.path={path} is model_type {kind}, which vlrl cannot train (transformers' "
+        "AutoModelForImageTextToText has no class for it); supported: the families qwen2_vl (Qwen2-VL), "
+        "qwen2_5_vl (Qwen2.5-VL), qwen3_vl (Qwen3-VL), qwen3_vl_moe (Qwen3-VL-MoE), and in the generic tier (transformers' own forward and "
+        "generate; slower, fewer options) any other model_type AutoModelForImageTextToText loads, e.g. llava, "
+        "gemma3, idefics3, smolvlm, paligemma")
+
+
+def test_another_image_text_to_text_model_is_the_generic_tier(tmp_path):
+    path = checkpoint(tmp_path / "model", model_type="llava", architectures=["LlavaForConditionalGeneration"],
+                      vision_config={}, text_config={"max_position_embeddings": 2048})
+    info = check_model_path(path)
+    assert (info.model_type, info.context, info.generic) == ("llava", 2048, True)
 
 
 def test_a_file_or_a_directory_without_config_is_not_a_checkpoint(tmp_path):

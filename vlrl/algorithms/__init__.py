@@ -10,7 +10,7 @@ from vlrl.algorithms.advantages import (
     weight_negatives,
 )
 from vlrl.algorithms.kl import KL_ESTIMATORS, kl_penalty
-from vlrl.algorithms.logprobs import token_logprobs
+from vlrl.algorithms.logprobs import logits_logprobs, token_logprobs
 from vlrl.algorithms.loss import AGGREGATIONS, RATIO_LEVELS, LossStats, aggregate, policy_loss
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "kl_penalty",
     "policy_loss",
     "split_duplicates",
+    "logits_logprobs",
     "token_logprobs",
     "weight_negatives",
 ]

@@ -31,6 +31,12 @@ def _chunk_logprobs(
 ) -> tuple[Tensor, Tensor | None]:
     """hidden [C, H], weight [V, H], bias [V] | None, targets [C] -> log-probs [C], entropy [C] | None."""
     logits = F.linear(hidden.float(), weight.float(), None if bias is None else bias.float())  # [C, V]
+    return _from_logits(logits, targets, temperature, with_entropy)
+
+
+def _from_logits(logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool
+                 ) -> tuple[Tensor, Tensor | None]:
+    """logits [C, V] float32, targets [C] -> log-probs [C], entropy [C] | None, at `temperature`."""
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)  # [C]
@@ -96,3 +102,20 @@ def token_logprobs(
         return logp, None
     entropy = torch.cat(entropies).reshape(n, t) if entropies else torch.zeros_like(logp)
     return logp, entropy
+
+
+def logits_logprobs(logits: Tensor, targets: Tensor, *, temperature: float = 1.0, with_entropy: bool = False
+                    ) -> tuple[Tensor, Tensor | None]:
+    """`token_logprobs` from logits a model has already formed (the generic tier runs transformers' own forward,
+    whose head may do more than a linear map, e.g. Gemma's soft-capping): logits [N, T, V] where logits[:, t]
+    predicts targets[:, t] -> float32 log-probs [N, T] and entropy [N, T] (else None) of softmax(logits /
+    temperature)."""
+    if logits.dim() != 3 or targets.shape != logits.shape[:2]:
+        raise ValueError(f"logits must be [N, T, V] and targets [N, T]; got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    n, t, v = logits.shape
+    logp, entropy = _from_logits(logits.reshape(n * t, v).float(), targets.reshape(n * t).long(), temperature,
+                                 with_entropy)
+    return logp.reshape(n, t), None if entropy is None else entropy.reshape(n, t)

@@ -1,5 +1,9 @@
 """Rows -> PromptBatch: chat messages with images, resized with qwen-vl-utils semantics, through the
-processor's chat template, left-padded and tokenised once per prompt (a group's G samples share it)."""
+processor's chat template, left-padded and tokenised once per prompt (a group's G samples share it).
+
+For a model of the generic tier (`vlrl.models.generic`) the images go to the processor as they are (its own
+resizing) and each prompt is processed alone: `PromptBatch.prompt_inputs` keeps what the processor returned for
+it, whatever the architecture's processor returns, for the model's own forward and `generate`."""
 
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ class PromptBatch:
     # [num_patches, C] the vision tower's output before the merger (Policy.vision_states), set by the trainer
     # when the tower is frozen so rollout and update share it
     vision_states: torch.Tensor | None = None
+    # [P] the generic tier's prompts: each prompt's processor outputs, alone (batch 1, unpadded); else None
+    prompt_inputs: list[dict[str, torch.Tensor]] | None = None
 
     @property
     def num_prompts(self) -> int:
@@ -73,7 +79,10 @@ class PromptBatch:
                            move(self.pixel_values), move(self.image_grid_thw), move(self.image_tokens),
                            self.images_per_prompt,
                            self.image_sizes, self.resized_sizes, self.group_size, move(self.positions),
-                           move(self.vision_states))
+                           move(self.vision_states),
+                           None if self.prompt_inputs is None else [
+                               {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+                               for inputs in self.prompt_inputs])
 
 
 def build_messages(row: Row, system_prompt: str = "", prompt_suffix: str = "") -> list[dict]:
@@ -106,10 +115,15 @@ def resize_image(image: Image.Image, min_pixels: int, max_pixels: int, factor: i
 
 
 class PromptEncoder:
-    """Turns rows into a `PromptBatch` with the policy's processor."""
+    """Turns rows into a `PromptBatch` with the policy's processor. `generic`: a model of the generic tier
+    (`Policy.generic`): images are not resized here (min/max_pixels do not apply) and each prompt keeps its own
+    processor outputs."""
 
-    def __init__(self, processor, min_pixels: int, max_pixels: int, system_prompt: str = "", prompt_suffix: str = ""):
+    def __init__(self, processor, min_pixels: int, max_pixels: int, system_prompt: str = "", prompt_suffix: str = "",
+                 generic: bool = False):
         self.processor = processor
+        self.generic = generic
+        self._image_tokens: dict[tuple[int, int], int] = {}
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt, self.prompt_suffix = system_prompt, prompt_suffix
         ip = processor.image_processor
@@ -118,9 +132,21 @@ class PromptEncoder:
 
     def image_tokens(self, size: tuple[int, int]) -> int:
         """Placeholder tokens of an image of original `size` (w, h): its resized area over (patch * merge)^2."""
+        if self.generic:
+            return self._generic_image_tokens(size)
         h, w = smart_resize(size[1], size[0], factor=self.factor, min_pixels=self.min_pixels,
                             max_pixels=self.max_pixels)
         return (h // self.factor) * (w // self.factor)
+
+    def _generic_image_tokens(self, size: tuple[int, int]) -> int:
+        """Tokens that stand for an image of `size` in the generic tier, the template's one marker included: what
+        the processor adds to a one-image prompt for a blank image of that size, plus one (cached per size)."""
+        if size not in self._image_tokens:
+            text = self.processor.apply_chat_template(chat_messages("", 1), tokenize=False, add_generation_prompt=True)
+            alone = len(self.processor.tokenizer([text])["input_ids"][0])
+            enc = self.processor(text=[text], images=[Image.new("RGB", tuple(size))], return_tensors="pt")
+            self._image_tokens[size] = enc["input_ids"].shape[1] - alone + 1
+        return self._image_tokens[size]
 
     def prompt_lengths(self, problems: Sequence[str], image_sizes: Sequence[Sequence[tuple[int, int]]]) -> list[int]:
         """Tokens of each row's encoded prompt (text and image placeholders; equal to its `attention_mask.sum()`),
@@ -151,6 +177,8 @@ class PromptEncoder:
                      chat_images: Sequence[Sequence[Image.Image]], group_size: int) -> PromptBatch:
         """Encode prepared chat messages (`vlrl serve` takes them from requests, not from rows): the image parts
         (``{"type": "image"}``) of ``chats[i]`` take ``chat_images[i]`` in order; ``rows[i]`` rides along."""
+        if self.generic:
+            return self._encode_generic(rows, chats, chat_images, group_size)
         texts, images, sizes, resized, counts = [], [], [], [], []
         for messages, originals in zip(chats, chat_images, strict=True):
             texts.append(self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
@@ -171,6 +199,31 @@ class PromptEncoder:
             pixel_values=enc.get("pixel_values"), image_grid_thw=grid,
             image_tokens=None if grid is None else grid.prod(-1) // self.merge_size**2,
             images_per_prompt=counts, image_sizes=sizes, resized_sizes=resized, group_size=group_size,
+        )
+
+
+    def _encode_generic(self, rows, chats, chat_images, group_size: int) -> PromptBatch:
+        """Each prompt through the processor alone (`PromptBatch.prompt_inputs`); input_ids and attention_mask
+        also left-padded into [P, L] for what counts prompt tokens (micro-batch planning, the reward's lengths)."""
+        prompt_inputs = []
+        for messages, images in zip(chats, chat_images, strict=True):
+            text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            enc = self.processor(text=[text], images=[im.convert("RGB") for im in images] or None, return_tensors="pt")
+            prompt_inputs.append({k: v for k, v in enc.items() if v is not None})
+        L = max(inputs["input_ids"].shape[1] for inputs in prompt_inputs)
+        pad = self.processor.tokenizer.pad_token_id or 0
+        ids = torch.full((len(prompt_inputs), L), pad, dtype=torch.long)
+        attn = torch.zeros(len(prompt_inputs), L, dtype=torch.long)
+        for p, inputs in enumerate(prompt_inputs):
+            n = inputs["input_ids"].shape[1]
+            ids[p, L - n:] = inputs["input_ids"][0]
+            attn[p, L - n:] = 1
+        sizes = [tuple(im.size for im in images) for images in chat_images]
+        return PromptBatch(
+            rows=list(rows), input_ids=ids, attention_mask=attn, mm_token_type_ids=torch.zeros_like(ids),
+            pixel_values=None, image_grid_thw=None, image_tokens=None,
+            images_per_prompt=[len(images) for images in chat_images], image_sizes=sizes, resized_sizes=sizes,
+            group_size=group_size, prompt_inputs=prompt_inputs,
         )
 
 

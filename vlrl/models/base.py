@@ -95,6 +95,8 @@ class Policy:
     vision_projections: ClassVar[tuple[str, ...]] = ()
     # Whether the language model takes a prepared decode mask as {layer type: mask} (else the mask itself).
     mask_by_layer_type: ClassVar[bool] = True
+    # The generic tier (`vlrl.models.generic`): transformers' own forward and generate, one prompt at a time.
+    generic: ClassVar[bool] = False
 
     @contextmanager
     def without_adapter(self) -> Iterator[None]:
@@ -130,6 +132,13 @@ class Policy:
     @property
     def lm_head(self) -> torch.nn.Linear:
         return self.core.lm_head
+
+    @classmethod
+    def vision_token_ids(cls, model, processor) -> set[int]:
+        """Ids of the vision placeholder and marker tokens (never sampled)."""
+        vocab = processor.tokenizer.get_vocab()
+        return {vocab[t] for t in VISION_TOKENS if t in vocab} | {model.config.image_token_id,
+                                                                   model.config.video_token_id}
 
     # ---- training set-up ---------------------------------------------------------------------------------
     def connector_modules(self) -> list[str]:

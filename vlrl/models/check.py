@@ -19,9 +19,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlrl.models.policy import FAMILIES
+from vlrl.models.policy import FAMILIES, is_generic, supported_models
 
-# model_type values of the families vlrl.models.policy drives (one module per family), with their names.
+# model_type values of the families vlrl.models.policy drives (one module per family), with their names. Any
+# other model_type that AutoModelForImageTextToText loads runs in the generic tier (`vlrl.models.generic`).
 SUPPORTED_MODEL_TYPES = {model_type: name for model_type, (_, _, name) in FAMILIES.items()}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
@@ -34,6 +35,7 @@ class ModelPathError(ValueError):
 class CheckpointInfo:
     model_type: str
     context: int | None  # the language model's max_position_embeddings, None when config.json lacks it
+    generic: bool = False  # a model of the generic tier (not one of SUPPORTED_MODEL_TYPES)
 
 
 def looks_like_hub_id(text: str) -> bool:
@@ -67,17 +69,19 @@ def check_model_path(path: str | Path, key: str = "model.path") -> CheckpointInf
 
 
 def checkpoint_info(config: dict, where: str) -> CheckpointInfo:
-    """Check a parsed config.json: a supported model_type, else an error naming the supported families."""
+    """Check a parsed config.json: a family's model_type or one of the generic tier, else an error naming the
+    supported families and the generic tier."""
     model_type = config.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(f"{t} ({name})" for t, name in SUPPORTED_MODEL_TYPES.items())
+    generic = is_generic(model_type)
+    if model_type not in SUPPORTED_MODEL_TYPES and not generic:
         kind = "a vision-language model" if "vision_config" in config else "a text-only model (no vision_config)"
         arch = ", ".join(config.get("architectures") or []) or "no architectures listed"
-        raise ModelPathError(f"{where} is model_type {model_type!r} ({arch}; {kind}), which vlrl cannot train; "
-                             f"supported model types: {supported}")
+        raise ModelPathError(f"{where} is model_type {model_type!r} ({arch}; {kind}), which vlrl cannot train "
+                             "(transformers' AutoModelForImageTextToText has no class for it); supported: "
+                             f"{supported_models()}")
     text_config = config.get("text_config") or {}
     context = text_config.get("max_position_embeddings") or config.get("max_position_embeddings")
-    return CheckpointInfo(model_type, int(context) if context else None)
+    return CheckpointInfo(model_type, int(context) if context else None, generic)
 
 
 def _hub_config(repo_id: str, key: str, local: Path) -> str:

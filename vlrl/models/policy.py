@@ -1,6 +1,8 @@
 """Loading a policy: the checkpoint's model and processor, wrapped in the `Policy` subclass of its family
 (`FAMILIES`, by the config's model_type). What the rest of vlrl needs from a model is `vlrl.models.base.Policy`;
 what differs between families lives in one module per family (`qwen2_vl.py`, `qwen2_5_vl.py`, `qwen3_vl.py`).
+Any other model_type that transformers' `AutoModelForImageTextToText` loads is the generic tier
+(`vlrl.models.generic.GenericPolicy`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from pathlib import Path
 import torch
 
 from vlrl.config import ModelConfig
-from vlrl.models.base import VISION_TOKENS, ImageFeatures, Policy
+from vlrl.models.base import ImageFeatures, Policy
 
-__all__ = ["FAMILIES", "ImageFeatures", "Policy", "UnsupportedModelError", "family_class", "load_policy",
-           "make_policy"]
+__all__ = ["FAMILIES", "ImageFeatures", "Policy", "UnsupportedModelError", "family_class", "is_generic",
+           "load_policy", "make_policy", "supported_models"]
 
 # model_type -> (module, class, name shown to users). The single list of families vlrl trains.
 FAMILIES = {
@@ -33,11 +35,30 @@ def supported_families() -> str:
     return ", ".join(f"{t} ({name})" for t, (_, _, name) in FAMILIES.items())
 
 
+def supported_models() -> str:
+    """What vlrl trains, as error messages name it."""
+    return (f"the families {supported_families()}, and in the generic tier (transformers' own forward and "
+            "generate; slower, fewer options) any other model_type AutoModelForImageTextToText loads, e.g. llava, "
+            "gemma3, idefics3, smolvlm, paligemma")
+
+
+def is_generic(model_type: str | None) -> bool:
+    """A model_type of the generic tier: not a family, but loadable by AutoModelForImageTextToText."""
+    from vlrl.models.generic import generic_model_types
+
+    return model_type not in FAMILIES and model_type in generic_model_types()
+
+
 def family_class(model_type: str | None) -> type[Policy]:
-    """The `Policy` subclass of a model_type; an error naming the supported ones otherwise."""
+    """The `Policy` subclass of a model_type (`GenericPolicy` for the generic tier); an error naming what is
+    supported otherwise."""
+    if is_generic(model_type):
+        from vlrl.models.generic import GenericPolicy
+
+        return GenericPolicy
     if model_type not in FAMILIES:
-        raise UnsupportedModelError(f"model_type {model_type!r} is not a family vlrl can train; supported: "
-                                    f"{supported_families()}")
+        raise UnsupportedModelError(f"model_type {model_type!r} is not a model vlrl can train; supported: "
+                                    f"{supported_models()}")
     module, name, _ = FAMILIES[model_type]
     return getattr(importlib.import_module(module), name)
 
@@ -69,6 +90,9 @@ def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str =
     if cfg.lora_rank > 0:
         from vlrl.models.lora import add_lora
 
+        if policy.generic:
+            raise ValueError(f"model.lora_rank={cfg.lora_rank}: LoRA is not supported for a model of the generic "
+                             "tier (an architecture other than Qwen2-VL, Qwen2.5-VL, Qwen3-VL); set model.lora_rank=0")
         policy.adapter = add_lora(policy, cfg, base_path=path, weights=adapter_path)
     return policy
 
@@ -76,17 +100,16 @@ def load_policy(cfg: ModelConfig, path: str | Path, device: torch.device | str =
 def make_policy(model, processor, adapter=None) -> Policy:
     """Wrap a loaded HF model and its processor in its family's `Policy`."""
     tok = processor.tokenizer
-    text_cfg = model.config.text_config
+    text_cfg = model.config.get_text_config()
     eos = text_cfg.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
     gen_eos = getattr(model.generation_config, "eos_token_id", None)
     eos_ids |= {gen_eos} if isinstance(gen_eos, int) else set(gen_eos or [])
     if tok.eos_token_id is not None:
         eos_ids.add(tok.eos_token_id)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else text_cfg.pad_token_id
-    vocab = tok.get_vocab()
-    banned = {vocab[t] for t in VISION_TOKENS if t in vocab}
-    banned |= {model.config.image_token_id, model.config.video_token_id}
-    return family_class(model.config.model_type)(model=model, processor=processor, eos_token_ids=tuple(sorted(eos_ids)),
-                  pad_token_id=int(pad if pad is not None else sorted(eos_ids)[0]),
-                  banned_token_ids=tuple(sorted(banned)), adapter=adapter)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else getattr(text_cfg, "pad_token_id", None)
+    cls = family_class(model.config.model_type)
+    banned = cls.vision_token_ids(model, processor)
+    return cls(model=model, processor=processor, eos_token_ids=tuple(sorted(eos_ids)),
+               pad_token_id=int(pad if pad is not None else sorted(eos_ids)[0]),
+               banned_token_ids=tuple(sorted(banned)), adapter=adapter)

@@ -3,7 +3,8 @@
 - `cached` (default): images encoded and prompts prefilled once, KV cache shared by the group's G samples.
 - `engine`: the same sharing, decoded into a static KV cache with fixed-shape steps (CUDA graphs on GPU) and
   finished rows compacted away.
-- `reference`: transformers `generate` on repeated prompts, kept as the correctness baseline.
+- `reference`: transformers `generate` on repeated prompts, kept as the correctness baseline; the only backend
+  of the generic tier (`vlrl.models.generic`), where it runs prompt by prompt (`generate_generic`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from vlrl.data.prompts import PromptBatch
 from vlrl.models.policy import Policy
 from vlrl.rollout.cached import generate_cached
 from vlrl.rollout.engine import generate_engine
-from vlrl.rollout.reference import generate_reference
+from vlrl.rollout.reference import generate_generic, generate_reference
 from vlrl.rollout.types import Rollouts
 
 BACKENDS = {"cached": generate_cached, "engine": generate_engine, "reference": generate_reference}
@@ -33,10 +34,15 @@ def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: 
     Without seeds, `generator` drives the whole batch."""
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown rollout backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
+    generic = getattr(policy, "generic", False)
+    if generic and cfg.backend != "reference":
+        raise ValueError(f"rollout.backend={cfg.backend} needs a model of the Qwen-VL families; a model of the generic "
+                         "tier rolls out through transformers' generate: set rollout.backend=reference")
+    backend = generate_generic if generic else BACKENDS[cfg.backend]
     was_training = policy.model.training
     policy.model.eval()
     try:
-        return BACKENDS[cfg.backend](policy, batch, cfg, generator=generator, greedy=greedy, seeds=seeds)
+        return backend(policy, batch, cfg, generator=generator, greedy=greedy, seeds=seeds)
     finally:
         policy.model.train(was_training)
 
