@@ -45,7 +45,15 @@ def main() -> None:
     from vlrl.models.policy import load_policy
     from vlrl.models.tiny import build_tiny_model
     from vlrl.rollout import generate
-    from vlrl.update import CompletionForward, LossTotals, batch_logprobs, micro_batches, update_policy
+    from vlrl.update import (
+        CompletionForward,
+        LossTotals,
+        Optimisation,
+        UpdateBatch,
+        batch_logprobs,
+        micro_batches,
+        update_policy,
+    )
 
     print("command:", "python " + " ".join(sys.argv))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
@@ -78,8 +86,8 @@ def main() -> None:
             chunks = micro_batches(batch, rollouts, rows, args.micro_batch_size, shared_prompt=shared)
             start = time.perf_counter()
             forward.train()
-            update_policy(policy, forward, accelerator, optimizer, scheduler, chunks, rollouts, rows, advantages,
-                          1.0, cfg, 1.0, totals)
+            update_policy(policy, forward, accelerator, Optimisation(optimizer, scheduler, 1.0),
+                          UpdateBatch(chunks, advantages, totals, 1.0), cfg)
             middle = time.perf_counter()
             forward.eval()
             batch_logprobs(policy, forward, chunks, 1.0, cfg)

@@ -70,7 +70,7 @@ class ChatEngine:
     def __init__(self, policy: Policy, min_pixels: int, max_pixels: int, max_new_tokens: int = 1024,
                  backend: str = "cached", max_prompt_tokens: int | None = None):
         self.policy = policy
-        self.encoder = PromptEncoder(policy.processor, min_pixels, max_pixels, generic=policy.generic)
+        self.encoder = PromptEncoder.for_policy(policy, min_pixels, max_pixels)
         self.max_new_tokens = max_new_tokens
         self.backend = "reference" if policy.generic else backend  # the generic tier's one backend
         self.context = int(getattr(policy.core.config.get_text_config(), "max_position_embeddings", 0) or 0)

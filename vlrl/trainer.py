@@ -55,13 +55,15 @@ from vlrl.perf import peak_tflops, update_flops
 from vlrl.rewards import RewardInput, RewardMixer
 from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
-from vlrl.rollout import generate
+from vlrl.rollout import make_backend
 from vlrl.rollout.sampling import prompt_seed
 from vlrl.run_dir import RunDirError, check_run_dir, clear_run
 from vlrl.samples import first_per_source, pick_samples, truncate_samples, write_samples
 from vlrl.trackers import check_report_to, finish_trackers, log_samples, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
+    Optimisation,
+    UpdateBatch,
     batch_logprobs,
     filler_chunk,
     loss_totals,
@@ -118,8 +120,8 @@ class Trainer:
         if ckpt is not None and acc.is_main_process:
             print(f"resuming from {ckpt} at step {self.start_step} of {cfg.trainer.total_steps}", flush=True)
 
-        self.encode = PromptEncoder(self.policy.processor, cfg.model.min_pixels, cfg.model.max_pixels,
-                                    cfg.data.system_prompt, cfg.data.prompt_suffix, generic=self.policy.generic)
+        self.encode = PromptEncoder.for_policy(self.policy, cfg.model.min_pixels, cfg.model.max_pixels,
+                                               cfg.data.system_prompt, cfg.data.prompt_suffix)
         self.mixer = RewardMixer(cfg.reward)
         sources = None
         if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
@@ -248,6 +250,7 @@ class Trainer:
         if acc.is_fsdp2:
             self._fsdp_units()
         self.forward = CompletionForward(self.policy.model)
+        self.rollout = make_backend(self.policy, cfg.rollout)
         params = [p for p in self.forward.parameters() if p.requires_grad]
         o = cfg.optim
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
@@ -394,8 +397,7 @@ class Trainer:
             # A row whose image fails to decode is skipped and replaced in its position (vlrl.data.rows).
             rows, skipped = self.train_reader.step_rows(self.sampler, step,
                                                         range(self.rank_slice.start, self.rank_slice.stop))
-            batch = self.encode(rows, G).to(acc.device)
-            self.policy.prompt_positions(batch)
+            batch = self.encode(rows, G).to(acc.device)  # complete: positions included
             seeds = [prompt_seed(cfg.trainer.seed, step, j) for j in range(self.rank_slice.start, self.rank_slice.stop)]
         with timer("rollout"):
             rollouts = with_full_parameters(self.policy, self.forward, lambda: self._rollout(batch, seeds))
@@ -432,10 +434,10 @@ class Trainer:
             with timer("update"):
                 self.forward.train()
                 totals = loss_totals(acc, rollouts.completion_mask[rows_kept], cfg.rollout.max_new_tokens)
-                loss_metrics = update_policy(
-                    self.policy, self.forward, acc, self.optimizer, self.scheduler, chunks, rollouts, rows_kept,
-                    advantages[rows_kept], temperature, cfg.algorithm, cfg.optim.max_grad_norm, totals, old, ref,
-                )
+                update = UpdateBatch(chunks, advantages[rows_kept], totals, temperature, old, ref)
+                optim = Optimisation(self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
+                loss_metrics = update_policy(self.policy, self.forward, acc, optim, update, cfg.algorithm)
+                self.rollout.sync_weights()
             loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
@@ -458,7 +460,7 @@ class Trainer:
         the update runs only the merger (`Policy.vision_states`)."""
         if self.cfg.rollout.reuse_vision and self.policy.vision_tower_frozen:
             batch.vision_states = self.policy.vision_states(batch.pixel_values, batch.image_grid_thw)
-        return generate(self.policy, batch, self.cfg.rollout, seeds=seeds)
+        return self.rollout.generate(batch, seeds=seeds)
 
     def _update_throughput(self, chunks, seconds: float) -> dict[str, float]:
         """perf/update_tflops: model TFLOP/s of this rank's update (vlrl.perf); perf/mfu where the device's peak
@@ -536,7 +538,7 @@ class Trainer:
         batches = [batch.to(self.accelerator.device) for batch in self._eval_batches]
         # One call per rank, however many batches it holds: under FSDP2 gathering the weights is a collective.
         decoded = with_full_parameters(self.policy, self.forward, lambda: [
-            generate(self.policy, batch, self.cfg.rollout, greedy=True) for batch in batches])
+            self.rollout.generate(batch, greedy=True) for batch in batches])
         for batch, rollouts in zip(batches, decoded, strict=True):
             scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
             totals += scores.total.tolist()

@@ -279,17 +279,37 @@ def gradient_sync(accelerator, model, sync: bool):
             accelerator.gradient_state._set_sync_gradients(True)
 
 
-def update_policy(policy, forward, accelerator, optimizer, scheduler, chunks, rollouts: Rollouts,
-                  rows: torch.Tensor, advantages: torch.Tensor, temperature: float, cfg: AlgorithmConfig,
-                  max_grad_norm: float, totals: LossTotals, old_logp: torch.Tensor | None = None,
-                  ref_logp: torch.Tensor | None = None) -> dict[str, float]:
-    """`cfg.updates_per_batch` optimiser steps over the sequences `rows`, split into `chunks` (see
-    `micro_batches`); returns loss metrics averaged over micro-batches of all ranks. Every rank must call it
-    with the same number of chunks.
+@dataclass
+class UpdateBatch:
+    """What an update trains on: the kept rows' micro-batches and, per kept row (index k = position in the kept
+    rows, as the chunks' positions count), its advantage and log-probs."""
 
-    old_logp [len(rows), T]: log-probs of the policy that sampled (None: the current policy's, detached, which is
-    exact when there is one update per batch). advantages [len(rows)]. totals: from `loss_totals`.
-    """
+    chunks: list  # [(positions among the kept rows, model inputs)] from `micro_batches` (fillers included)
+    advantages: torch.Tensor  # [kept]
+    totals: LossTotals  # loss denominators over all ranks (`loss_totals`)
+    temperature: float  # the rollout's: log-probs are taken under the distribution it sampled from
+    # [kept, T] log-probs of the policy that sampled (None: the current policy's, detached, which is exact when
+    # there is one update per batch)
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None  # [kept, T] the KL reference's, when algorithm.kl_coef
+
+
+@dataclass
+class Optimisation:
+    """The optimiser, its schedule and the gradient clip an update steps with."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # a torch LR scheduler, stepped once per update
+    max_grad_norm: float = 0.0  # 0: no clipping
+
+
+def update_policy(policy, forward, accelerator, optim: Optimisation, batch: UpdateBatch,
+                  cfg: AlgorithmConfig) -> dict[str, float]:
+    """`cfg.updates_per_batch` optimiser steps over `batch`; returns loss metrics averaged over micro-batches of
+    all ranks. Every rank must call it with the same number of chunks."""
+    chunks, advantages, totals, temperature = batch.chunks, batch.advantages, batch.totals, batch.temperature
+    old_logp, ref_logp = batch.old_logp, batch.ref_logp
+    optimizer, scheduler, max_grad_norm = optim.optimizer, optim.scheduler, optim.max_grad_norm
     names = list(LossStats.__dataclass_fields__)
     sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # metric sums over real micro-batches, then count
     grad_norm = None
@@ -297,7 +317,7 @@ def update_policy(policy, forward, accelerator, optimizer, scheduler, chunks, ro
         for k, (mb, seqs) in enumerate(chunks):
             with gradient_sync(accelerator, forward, sync=k == len(chunks) - 1):
                 logp, entropy = completion_logprobs(policy, forward, seqs, temperature, cfg.logprob_chunk_size,
-                                                    with_entropy=True)
+                                                    with_entropy=cfg.entropy_bonus)
                 if len(mb) == 0:  # filler: the same collectives, no contribution
                     accelerator.backward(logp.sum() * 0.0 + entropy.sum() * 0.0)
                     continue

@@ -56,7 +56,7 @@ def measure_pass_rates(ds: datasets.Dataset, cfg: PassRateConfig, seed: int = 0)
     model_cfg = ModelConfig(path=cfg.model, dtype=cfg.dtype, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
     policy = load_policy(model_cfg, cfg.model, device)
     policy.model.eval()
-    encoder = PromptEncoder(policy.processor, model_cfg.min_pixels, model_cfg.max_pixels, generic=policy.generic)
+    encoder = PromptEncoder.for_policy(policy, model_cfg.min_pixels, model_cfg.max_pixels)
     rollout = RolloutConfig(group_size=cfg.k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
     mixer = RewardMixer(RewardConfig(terms=[{"name": "accuracy", "weight": 1.0,
                                              "params": {"box_format": cfg.box_format}}], per_task={}, workers=0))

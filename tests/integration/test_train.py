@@ -179,3 +179,22 @@ def test_batch_advantage_baseline_is_the_mean_per_task(tiny_config):
     got = trainer._advantages(rewards, rows, 2)
     torch.testing.assert_close(got, torch.tensor([0.5, -0.5, 0.0, 0.0, 0.0, 0.0]))
     trainer.fit()  # and a whole (two-step) run takes it
+
+
+def test_batches_leave_the_encoder_complete_and_the_backend_hears_of_each_update(tiny_config):
+    """Positions are computed when a batch is encoded (the trainer adds nothing later); the rollout backend lives
+    across steps and is told after each update that the weights changed."""
+    from vlrl.data.prompts import PromptBatch
+
+    trainer = Trainer(tiny_config("trainer.total_steps=3"))
+    rows = [trainer.train_reader.row(i) for i in range(3)]
+    batch = trainer.encode(rows, 2)
+    assert batch.positions is not None
+    expected = trainer.policy.rope_positions(batch.input_ids, batch.mm_token_type_ids, batch.image_grid_thw,
+                                             batch.attention_mask)
+    assert torch.equal(batch.positions, expected)
+    lazy = PromptBatch(**{**batch.__dict__, "positions": None})
+    assert torch.equal(trainer.policy.prompt_positions(lazy), batch.positions)
+    backend = trainer.rollout
+    trainer.fit()
+    assert trainer.rollout is backend and backend.weight_version == 3

@@ -42,6 +42,24 @@ def test_by_hand_two_token_vocab():
     assert entropy.item() == pytest.approx(0.365334, abs=1e-6)
 
 
+def test_uniform_bonus_by_hand_and_its_gradient():
+    # Three tokens, logits z = [2, 0, -1] (hidden [2, 0, -1], W = I): lse = log(7.389056 + 1 + 0.367879) =
+    # log 8.756935 = 2.169846; the bonus is mean_v log p_v = mean(z) - lse = 1/3 - 2.169846 = -1.836513. Its
+    # gradient on z_v is 1/V - p_v: p = softmax(z) = [0.843795, 0.114195, 0.042010] -> [-0.510461, 0.219138,
+    # 0.291323]. The entropy H = -sum p log p = 0.524267 pulls the rarest token (log p = -3.169846) up by only
+    # -p (log p + H) = 0.042010 * 2.645579 = 0.111141.
+    z = torch.tensor([[[2.0, 0.0, -1.0]]], dtype=torch.float64, requires_grad=True)
+    _, bonus = token_logprobs(z, torch.eye(3, dtype=torch.float64), torch.tensor([[0]]), with_entropy="uniform")
+    assert bonus.item() == pytest.approx(-1.836513, abs=1e-6)
+    bonus.sum().backward()
+    assert z.grad[0, 0].tolist() == pytest.approx([-0.510461, 0.219138, 0.291323], abs=1e-6)
+    z.grad = None
+    _, entropy = token_logprobs(z, torch.eye(3, dtype=torch.float64), torch.tensor([[0]]), with_entropy=True)
+    assert entropy.item() == pytest.approx(0.524267, abs=1e-6)
+    entropy.sum().backward()
+    assert z.grad[0, 0, 2].item() == pytest.approx(0.111141, abs=1e-6)
+
+
 @pytest.mark.parametrize("chunk_size", [1, 4, 5, 15, 1024])  # 15 tokens: 4 doesn't divide, 5 does
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 @pytest.mark.parametrize("bias", [False, True])

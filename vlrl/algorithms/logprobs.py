@@ -34,15 +34,21 @@ def _chunk_logprobs(
     return _from_logits(logits, targets, temperature, with_entropy)
 
 
-def _from_logits(logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool
+def _from_logits(logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool | str
                  ) -> tuple[Tensor, Tensor | None]:
-    """logits [C, V] float32, targets [C] -> log-probs [C], entropy [C] | None, at `temperature`."""
+    """logits [C, V] float32, targets [C] -> log-probs [C], bonus [C] | None, at `temperature`. The bonus is the
+    entropy (`with_entropy` True or "entropy") or the mean log-probability of the vocabulary ("uniform")."""
     if temperature != 1.0:
         logits = logits / temperature
     lse = torch.logsumexp(logits, dim=-1)  # [C]
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     if not with_entropy:
         return logp, None
+    if with_entropy == "uniform":
+        # mean_v log p_v = mean_v logit_v - lse: minus the cross-entropy from the uniform distribution (up to
+        # log V). Its gradient on logit v is 1/V - p_v, which does not vanish as p_v -> 0 (the entropy's,
+        # -p_v (log p_v + H), does): a rarely sampled token is held up instead of left to fall.
+        return logp, logits.mean(dim=-1) - lse
     # H = lse - sum_v p_v * logit_v; avoids 0 * -inf where a probability underflows
     entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
     return logp, entropy

@@ -44,7 +44,9 @@ class PromptBatch:
     image_sizes: list[tuple[tuple[int, int], ...]]  # [P] original (w, h) per image
     resized_sizes: list[tuple[tuple[int, int], ...]]  # [P] model-input (w, h) per image
     group_size: int  # G: samples per prompt
-    positions: torch.Tensor | None = None  # [3, P, L] rotary positions, filled once by Policy.prompt_positions
+    # [3, P, L] rotary positions: set by an encoder made with `PromptEncoder.for_policy` (else filled on first use
+    # by Policy.prompt_positions)
+    positions: torch.Tensor | None = None
     # [num_patches, C] the vision tower's output before the merger (Policy.vision_states), set by the trainer
     # when the tower is frozen so rollout and update share it
     vision_states: torch.Tensor | None = None
@@ -120,9 +122,12 @@ class PromptEncoder:
     processor outputs."""
 
     def __init__(self, processor, min_pixels: int, max_pixels: int, system_prompt: str = "", prompt_suffix: str = "",
-                 generic: bool = False):
+                 generic: bool = False, positions=None):
         self.processor = processor
         self.generic = generic
+        # (input_ids, mm_token_type_ids, image_grid_thw, attention_mask) -> rotary positions [3, P, L]: given (the
+        # policy's `rope_positions`, see `for_policy`), every batch leaves the encoder complete
+        self.positions = positions
         self._image_tokens: dict[tuple[int, int], int] = {}
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.system_prompt, self.prompt_suffix = system_prompt, prompt_suffix
@@ -137,6 +142,14 @@ class PromptEncoder:
         h, w = smart_resize(size[1], size[0], factor=self.factor, min_pixels=self.min_pixels,
                             max_pixels=self.max_pixels)
         return (h // self.factor) * (w // self.factor)
+
+    @classmethod
+    def for_policy(cls, policy, min_pixels: int, max_pixels: int, system_prompt: str = "", prompt_suffix: str = ""
+                   ) -> PromptEncoder:
+        """The encoder of `policy`'s prompts: its processor, its tier, and its rotary positions computed here."""
+        generic = getattr(policy, "generic", False)
+        return cls(policy.processor, min_pixels, max_pixels, system_prompt, prompt_suffix, generic=generic,
+                   positions=None if generic else policy.rope_positions)
 
     def _generic_image_tokens(self, size: tuple[int, int]) -> int:
         """Tokens that stand for an image of `size` in the generic tier, the template's one marker included: what
@@ -194,12 +207,15 @@ class PromptEncoder:
         if mm is None:
             mm = (ids == self.processor.image_token_id).long()
         grid = enc.get("image_grid_thw")
-        return PromptBatch(
+        batch = PromptBatch(
             rows=list(rows), input_ids=ids, attention_mask=enc["attention_mask"], mm_token_type_ids=mm,
             pixel_values=enc.get("pixel_values"), image_grid_thw=grid,
             image_tokens=None if grid is None else grid.prod(-1) // self.merge_size**2,
             images_per_prompt=counts, image_sizes=sizes, resized_sizes=resized, group_size=group_size,
         )
+        if self.positions is not None:
+            batch.positions = self.positions(ids, mm, grid, batch.attention_mask)
+        return batch
 
 
     def _encode_generic(self, rows, chats, chat_images, group_size: int) -> PromptBatch:

@@ -47,4 +47,31 @@ def generate(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, generator: 
         policy.model.train(was_training)
 
 
-__all__ = ["generate", "Rollouts", "BACKENDS"]
+class RolloutBackend:
+    """A rollout backend as the trainer holds it: made once, asked for rollouts each step, and told when the
+    policy's weights changed (`sync_weights`, after each update: the optimiser steps taken on one rollout batch). The in-process backends read the
+    policy's own parameters, so there is nothing to send; a backend that runs elsewhere (an inference server such
+    as vLLM or SGLang) would push the new weights there, and plugs in without touching the trainer."""
+
+    def __init__(self, policy: Policy, cfg: RolloutConfig):
+        if cfg.backend not in BACKENDS:
+            raise ValueError(f"unknown rollout backend {cfg.backend!r}; choose one of {sorted(BACKENDS)}")
+        self.policy, self.cfg = policy, cfg
+        self.weight_version = 0  # updates seen: what a remote backend would compare before sampling
+
+    def generate(self, batch: PromptBatch, generator: torch.Generator | None = None, greedy: bool = False,
+                 seeds: Sequence[int] | None = None) -> Rollouts:
+        """As :func:`generate`, with this backend's policy and config."""
+        return generate(self.policy, batch, self.cfg, generator=generator, greedy=greedy, seeds=seeds)
+
+    def sync_weights(self) -> None:
+        """The policy's weights changed (an update)."""
+        self.weight_version += 1
+
+
+def make_backend(policy: Policy, cfg: RolloutConfig) -> RolloutBackend:
+    """The backend `cfg.backend` names, for `policy` (all of today's run in process)."""
+    return RolloutBackend(policy, cfg)
+
+
+__all__ = ["generate", "make_backend", "RolloutBackend", "Rollouts", "BACKENDS"]
