@@ -456,10 +456,8 @@ class Trainer:
             log_samples(self.accelerator, step, samples)
 
     def _rollout(self, batch, seeds):
-        """Sample the step's completions; with a frozen vision tower, keep its output on the batch first, so
-        the update runs only the merger (`Policy.vision_states`)."""
-        if self.cfg.rollout.reuse_vision and self.policy.vision_tower_frozen:
-            batch.vision_states = self.policy.vision_states(batch.pixel_values, batch.image_grid_thw)
+        """Sample the step's completions (with a frozen tower the backend keeps its output on the batch for the
+        update: `RolloutBackend.generate`)."""
         return self.rollout.generate(batch, seeds=seeds)
 
     def _update_throughput(self, chunks, seconds: float) -> dict[str, float]:

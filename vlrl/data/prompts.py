@@ -47,8 +47,8 @@ class PromptBatch:
     # [3, P, L] rotary positions: set by an encoder made with `PromptEncoder.for_policy` (else filled on first use
     # by Policy.prompt_positions)
     positions: torch.Tensor | None = None
-    # [num_patches, C] the vision tower's output before the merger (Policy.vision_states), set by the trainer
-    # when the tower is frozen so rollout and update share it
+    # [num_patches, C] the vision tower's output before its connector (Policy.vision_states), kept by the rollout
+    # backend when the tower is frozen (rollout.reuse_vision), so rollout and update share it
     vision_states: torch.Tensor | None = None
     # [P] the generic tier's prompts: each prompt's processor outputs, alone (batch 1, unpadded); else None
     prompt_inputs: list[dict[str, torch.Tensor]] | None = None

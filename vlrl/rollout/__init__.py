@@ -61,7 +61,12 @@ class RolloutBackend:
 
     def generate(self, batch: PromptBatch, generator: torch.Generator | None = None, greedy: bool = False,
                  seeds: Sequence[int] | None = None) -> Rollouts:
-        """As :func:`generate`, with this backend's policy and config."""
+        """As :func:`generate`, with this backend's policy and config. With `rollout.reuse_vision` and a frozen
+        vision tower, the tower's output is kept on the batch first (`Policy.vision_states`), so the rollout and
+        the update that follows run only the connector on it."""
+        if (self.cfg.reuse_vision and batch.vision_states is None and batch.pixel_values is not None
+                and not getattr(self.policy, "generic", False) and self.policy.vision_tower_frozen):
+            batch.vision_states = self.policy.vision_states(batch.pixel_values, batch.image_grid_thw)
         return generate(self.policy, batch, self.cfg, generator=generator, greedy=greedy, seeds=seeds)
 
     def sync_weights(self) -> None:
