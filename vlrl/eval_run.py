@@ -201,24 +201,31 @@ def model_settings(spec: ModelSpec, config: str | None, overrides: list[str], da
 
 
 # ---- data --------------------------------------------------------------------------------------------------
+def open_split(r: Resolved):
+    """The split to evaluate, opened (not decoded); EvalError naming the dataset and split when it has none."""
+    from vlrl.data import load_rows
+    from vlrl.data.schema import SchemaError
+
+    try:
+        return load_rows(r.data_path, r.split)
+    except SchemaError as e:
+        if "no split" in str(e) or "no parquet files for split" in str(e):
+            raise EvalError(f"dataset {r.data_path} has no split {r.split!r} to evaluate ({e}); choose one with "
+                            "eval.split=NAME") from None
+        raise
+
+
 def load_eval_rows(r: Resolved, processor, context: int | None):
     """The split's rows the trainer would evaluate: at most data.max_eval_rows, without prompts over
     data.max_prompt_tokens, after data.unknown_tokens. Returns (rows, dropped records)."""
     import logging
 
-    from vlrl.data import PromptEncoder, load_rows
-    from vlrl.data.schema import SchemaError
+    from vlrl.data import PromptEncoder
     from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
     from vlrl.data.vocab import check_unknown_tokens
 
     s, d = r.settings, r.settings.data
-    try:
-        rows = load_rows(r.data_path, r.split)
-    except SchemaError as e:
-        if "no split" in str(e) or "no parquet files for split" in str(e):
-            raise EvalError(f"--data {r.data_path} has no split {r.split!r} to evaluate ({e}); choose one with "
-                            "eval.split=NAME") from None
-        raise
+    rows = open_split(r)
     if len(rows) > d.max_eval_rows:
         logging.getLogger(__name__).warning("%s split %r: evaluating the first %d of %d rows (data.max_eval_rows)",
                                             r.data_path, r.split, d.max_eval_rows, len(rows))
@@ -363,6 +370,8 @@ def run_eval(models: list[str], data: str | None = None, overrides: list[str] = 
     specs = [resolve_model(m) for m in models]
     unique_labels(specs)
     resolved = [model_settings(spec, config, list(overrides), data) for spec in specs]
+    for r in resolved:
+        open_split(r)  # a missing dataset or split fails now, not after a model has loaded
     out_dir = Path(out) if out else default_out(specs)
     if not overwrite:
         try:
