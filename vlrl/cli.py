@@ -174,9 +174,10 @@ def _eval(args: argparse.Namespace) -> int:
     except (EvalError, ConfigError, SchemaError, UnknownTokensError, ModelPathError, FileNotFoundError) as e:
         return _fail(str(e))
     print(table)
-    rows = ", ".join(f"{s['label']}: {s['rows']} rows of {s['data']} split {s['split']!r} in {s['seconds']:.1f} s"
-                     for s in summaries)
-    print(f"\n{rows}\nwrote {out}/summary.json, {out}/table.txt, {out}/completions/")
+    print()
+    for s in summaries:
+        print(f"{s['label']}: {s['rows']} rows of {s['data']} split {s['split']!r} in {s['seconds']:.1f} s")
+    print(f"wrote {out}/summary.json, {out}/table.txt, {out}/completions/")
     return 0
 
 

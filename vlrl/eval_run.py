@@ -279,21 +279,23 @@ def evaluate_model(spec: ModelSpec, r: Resolved) -> tuple[dict, list[dict]]:
     finally:
         mixer.close()
     summary = {
-        "label": spec.label, "model": spec.given, "checkpoint": str(spec.checkpoint), "kind": spec.kind,
+        "label": spec.label, "model": spec.given, "checkpoint": str(spec.checkpoint.resolve()), "kind": spec.kind,
         "run": str(spec.run_dir) if spec.run_dir is not None else None, "step": spec.step,
         "data": r.data_path, "split": r.split, "k": e.k, "n": n if e.k > 1 else None, "rows": len(kept),
         "skipped_rows": len(skipped), "dropped_rows": len(dropped), "progress": r.progress,
         "temperature": s.rollout.temperature if e.k > 1 else None, "device": device,
         "seconds": round(time.monotonic() - start, 3),
-        **split_metrics(metrics, sorted(set(row.data_source for row in kept))),
+        **split_metrics(metrics, [row.data_source for row in kept]),
         "metrics": metrics, "settings": config_to_dict(s),
     }
     return summary, completion_lines(spec.label, results)
 
 
 def split_metrics(metrics: dict[str, float], sources: list[str]) -> dict:
-    """{"overall": {name: value}, "per_source": {source: {name: value, "rows": n}}} from flat `eval/...` metrics."""
-    overall, per_source = {}, {s: {} for s in sources}
+    """{"overall": {name: value}, "per_source": {source: {name: value, "rows": n}}} from flat `eval/...` metrics
+    and the data source of each evaluated row."""
+    overall = {}
+    per_source = {s: {"rows": sources.count(s)} for s in sorted(set(sources))}
     for key, value in metrics.items():
         parts = key.split("/", 2)
         if len(parts) == 2 and parts[1] != "skipped_rows":

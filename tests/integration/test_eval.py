@@ -63,7 +63,7 @@ def test_checkpoint_gives_the_trainers_eval_metrics(run_dir, tiny_model_dir, tmp
     [s] = _summary(tmp_path / "e")
     assert s["step"] == 2 and s["kind"] == "hf" and s["split"] == "test" and s["rows"] == 12
     assert _eval_metrics(s) == _trainer_eval(run_dir, 2)  # exactly, per data source and overall
-    assert set(s["per_source"]) == {"shapes_colour", "shapes_count"}
+    assert {src: v["rows"] for src, v in s["per_source"].items()} == {"shapes_colour": 6, "shapes_count": 6}
     assert s["per_source"]["shapes_count"]["accuracy"] == s["metrics"]["eval/accuracy/shapes_count"]
     assert "accuracy (greedy)" in printed and "shapes_colour" in printed
     lines = [json.loads(x) for x in (tmp_path / "e" / "completions" / f"{s['label']}.jsonl").read_text().splitlines()]
