@@ -217,13 +217,21 @@ def export_checkpoint(ckpt: str | Path, out: str | Path) -> Path:
 
 def export_sharded(ckpt: Path, out: str | Path) -> Path:
     """Assemble a sharded checkpoint's model into an HF directory (one process, no process group needed)."""
-    import torch.distributed.checkpoint as dcp
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
-    config = AutoConfig.from_pretrained(ckpt)
-    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(config, "dtype", None))
-    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
-    dcp.load({"model": state}, checkpoint_id=str(ckpt / SHARDED_DIR))  # in place, into the model's tensors
-    model.save_pretrained(out)
+    assemble_sharded(ckpt).save_pretrained(out)
     AutoProcessor.from_pretrained(ckpt).save_pretrained(out)
     return Path(out)
+
+
+def assemble_sharded(ckpt: str | Path, dtype: torch.dtype | None = None, **model_kwargs):
+    """The whole HF model of a sharded checkpoint, in this process's memory (no process group needed); in the
+    checkpoint's own dtype unless `dtype` is given. `model_kwargs` go to `from_config` (attn_implementation)."""
+    import torch.distributed.checkpoint as dcp
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(ckpt)
+    model = AutoModelForImageTextToText.from_config(config, dtype=getattr(config, "dtype", None), **model_kwargs)
+    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items()}
+    dcp.load({"model": state}, checkpoint_id=str(Path(ckpt) / SHARDED_DIR))  # in place, into the model's tensors
+    return model.to(dtype) if dtype is not None else model

@@ -268,3 +268,42 @@ class Config:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+@dataclass
+class EvalConfig:
+    split: str = option(
+        "", "Split to evaluate; empty: data.eval_split, the held-out split training evaluates ('test' by default).",
+    )
+    k: int = option(
+        1, "pass@k and mean@k from sampled completions (at rollout.temperature) when k > 1; greedy accuracy is "
+        "always computed. 1: greedy only.",
+    )
+    n: int | None = option(
+        None, "Samples drawn per row for pass@k (n >= k; the unbiased estimate 1 - C(n-c, k) / C(n, k) with c "
+        "correct samples); null: n = k.",
+    )
+    pass_threshold: float = option(
+        1.0, "A sample counts as correct for pass@k when its accuracy is at least this (mean@k averages the "
+        "accuracies themselves, partial credit included).",
+    )
+    seed: int = option(0, "Sampling seed: each row's samples depend on (seed, its index in the split) only.")
+    progress: float | None = option(
+        None, "Training progress (0-1) the rewards' schedules see, e.g. the dynamic IoU threshold; null: the "
+        "checkpoint's step / trainer.total_steps for a checkpoint of a vlrl run (as the trainer's evaluation "
+        "at that step), else 1.0 (the end of the schedule).",
+    )
+    batch_size: int = option(64, "Completions decoded per rollout call (greedy: prompts; sampled: prompts x n).")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "auto, cpu or cuda.")
+
+
+@dataclass
+class EvalSettings:
+    """What `vlrl eval` reads: the training sections that decide how a model is prompted, decoded and scored, and
+    its own. A run's saved config.yaml sets them (its other sections are ignored)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

@@ -20,7 +20,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,9 +205,12 @@ def _set_in_dict(d: dict, parts: list[str], text: str, tp: Any, key: str) -> Non
 
 
 def load_config(
-    cls: type = Config, yaml_path: str | Path | None = None, overrides: Sequence[str] = ()
+    cls: type = Config, yaml_path: str | Path | None = None, overrides: Sequence[str] = (),
+    ignore_sections: Collection[str] = (),
 ) -> Any:
-    """Defaults of ``cls``, then the YAML file, then each ``a.b.c=value`` override in order."""
+    """Defaults of ``cls``, then the YAML file, then each ``a.b.c=value`` override in order. Top-level keys of
+    the YAML named in ``ignore_sections`` are skipped (``vlrl eval`` reads a run's config.yaml for the sections it
+    has)."""
     cfg = cls()
     if yaml_path is not None:
         path = Path(yaml_path)
@@ -219,7 +222,8 @@ def load_config(
             raise ConfigError(f"{path}: invalid YAML: {e}") from e
         if data is not None and not isinstance(data, Mapping):
             raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
-        _apply_mapping(cfg, data or {}, "", str(path))
+        data = {k: v for k, v in (data or {}).items() if k not in ignore_sections}
+        _apply_mapping(cfg, data, "", str(path))
     for override in overrides:
         _apply_override(cfg, override)
     return cfg

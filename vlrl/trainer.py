@@ -47,18 +47,20 @@ from vlrl.data import PromptEncoder, StepSampler, load_rows
 from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
+from vlrl.evaluate import encode_rows, evaluate, greedy_metrics
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.check import check_model_path
 from vlrl.models.generic import check_generic_config
 from vlrl.models.policy import load_policy
 from vlrl.perf import peak_tflops, update_flops
-from vlrl.rewards import RewardInput, RewardMixer
+from vlrl.rewards import RewardMixer
 from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import make_backend
 from vlrl.rollout.sampling import prompt_seed
 from vlrl.run_dir import RunDirError, check_run_dir, clear_run
 from vlrl.samples import first_per_source, pick_samples, truncate_samples, write_samples
+from vlrl.scoring import reward_inputs
 from vlrl.trackers import check_report_to, finish_trackers, log_samples, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
@@ -74,8 +76,6 @@ from vlrl.update import (
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
 DROPPED_ROWS_FILE = "dropped_rows.jsonl"  # rows left out at start-up (prompt over data.max_prompt_tokens)
-
-EVAL_BATCH = 64
 
 log = logging.getLogger(__name__)
 
@@ -496,17 +496,7 @@ class Trainer:
         """Rewards of this rank's completions; with ``step`` given and ``trainer.save_completions`` due, the
         completions and their scores (of every rank, gathered) are also appended to RUN_DIR/completions.jsonl,
         so every rank must call it then."""
-        G = rollouts.group_size
-        inputs, specs = [], []
-        lengths = rollouts.completion_mask.sum(-1).tolist()
-        for i, text in enumerate(rollouts.texts):
-            p = i // G
-            row = batch.rows[p]
-            inputs.append(RewardInput(completion=text, answer=row.answer, task=row.task,
-                                      data_source=row.data_source, image_sizes=batch.image_sizes[p],
-                                      resized_sizes=batch.resized_sizes[p], meta=row.meta, progress=progress,
-                                      num_tokens=int(lengths[i]), max_tokens=self.cfg.rollout.max_new_tokens))
-            specs.append(row.reward)
+        inputs, specs = reward_inputs(batch, rollouts, progress, self.cfg.rollout.max_new_tokens)
         scores = self.mixer.score(inputs, specs)
         every = self.cfg.trainer.save_completions
         # Logged under the step number metrics.jsonl gives this train step (step + 1).
@@ -531,28 +521,16 @@ class Trainer:
             mine = range(accel.process_index * share, min(len(self.eval_rows), (accel.process_index + 1) * share))
             rows, skipped = self.eval_reader.rows(mine)  # a row whose image fails to decode is left out, counted
             self._eval_skipped = len(skipped)
-            self._eval_batches = [self.encode(rows[s:s + EVAL_BATCH], 1) for s in range(0, len(rows), EVAL_BATCH)]
-        totals, accs, sources = [], [], []
-        batches = [batch.to(self.accelerator.device) for batch in self._eval_batches]
-        # One call per rank, however many batches it holds: under FSDP2 gathering the weights is a collective.
-        decoded = with_full_parameters(self.policy, self.forward, lambda: [
-            self.rollout.generate(batch, greedy=True) for batch in batches])
-        for batch, rollouts in zip(batches, decoded, strict=True):
-            scores = self.score(batch, rollouts, progress=step / self.cfg.trainer.total_steps)
-            totals += scores.total.tolist()
-            acc = scores.components.get("accuracy")
-            accs += (acc if acc is not None else scores.total).tolist()
-            sources += scores.data_sources
-        gathered = gather_object([(totals, accs, sources, self._eval_skipped)])
-        total = torch.tensor([x for part in gathered for x in part[0]])
-        acc = torch.nan_to_num(torch.tensor([x for part in gathered for x in part[1]]), nan=0.0)
-        sources = [x for part in gathered for x in part[2]]
-        out = {"eval/reward": total.mean().item(), "eval/accuracy": acc.mean().item(),
-               "eval/skipped_rows": sum(part[3] for part in gathered)}
-        for source in sorted(set(sources)):
-            sel = torch.tensor([s == source for s in sources])
-            out[f"eval/accuracy/{source}"] = acc[sel].mean().item()
-            out[f"eval/reward/{source}"] = total[sel].mean().item()
+            self._eval_batches = encode_rows(rows, self.encode)
+        # One decoding call per rank, however many batches it holds: under FSDP2 gathering the weights is a
+        # collective.
+        result = evaluate(self.policy, self._eval_batches, self.mixer, self.cfg.rollout,
+                          progress=step / self.cfg.trainer.total_steps, device=self.accelerator.device,
+                          run=lambda decode: with_full_parameters(self.policy, self.forward, decode),
+                          backend=self.rollout)
+        gathered = gather_object([(result.scores, self._eval_skipped)])
+        out = {**greedy_metrics(Scores.concat([part[0] for part in gathered])),
+               "eval/skipped_rows": sum(part[1] for part in gathered)}
         self.logger.log(step, out)
         return out
 
