@@ -58,6 +58,8 @@ def test_uniform_bonus_by_hand_and_its_gradient():
     assert entropy.item() == pytest.approx(0.524267, abs=1e-6)
     entropy.sum().backward()
     assert z.grad[0, 0, 2].item() == pytest.approx(0.111141, abs=1e-6)
+    _, both = token_logprobs(z, torch.eye(3, dtype=torch.float64), torch.tensor([[0]]), with_entropy="entropy+uniform")
+    assert both.item() == pytest.approx(0.524267 - 1.836513, abs=1e-6)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 5, 15, 1024])  # 15 tokens: 4 doesn't divide, 5 does

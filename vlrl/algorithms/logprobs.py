@@ -44,14 +44,15 @@ def _from_logits(logits: Tensor, targets: Tensor, temperature: float, with_entro
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse
     if not with_entropy:
         return logp, None
+    # mean_v log p_v = mean_v logit_v - lse: minus the cross-entropy from the uniform distribution (up to
+    # log V). Its gradient on logit v is 1/V - p_v, which does not vanish as p_v -> 0 (the entropy's,
+    # -p_v (log p_v + H), does): a rarely sampled token is held up instead of left to fall.
+    uniform = logits.mean(dim=-1) - lse if with_entropy in ("uniform", "entropy+uniform") else None
     if with_entropy == "uniform":
-        # mean_v log p_v = mean_v logit_v - lse: minus the cross-entropy from the uniform distribution (up to
-        # log V). Its gradient on logit v is 1/V - p_v, which does not vanish as p_v -> 0 (the entropy's,
-        # -p_v (log p_v + H), does): a rarely sampled token is held up instead of left to fall.
-        return logp, logits.mean(dim=-1) - lse
+        return logp, uniform
     # H = lse - sum_v p_v * logit_v; avoids 0 * -inf where a probability underflows
     entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)
-    return logp, entropy
+    return logp, entropy if uniform is None else entropy + uniform
 
 
 def token_logprobs(
