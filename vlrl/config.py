@@ -178,9 +178,9 @@ class AlgorithmConfig:
     )
     kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
     kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
-    entropy_coef: float = option(0.08, "Entropy bonus weight (subtracted from the loss).")
+    entropy_coef: float = option(0.04, "Entropy bonus weight (subtracted from the loss).")
     entropy_bonus: Literal["entropy", "uniform", "entropy+uniform"] = option(
-        "entropy", "What entropy_coef weighs: 'entropy' (the policy's entropy per token), 'uniform' (the mean "
+        "entropy+uniform", "What entropy_coef weighs: 'entropy' (the policy's entropy per token), 'uniform' (the mean "
         "log-probability of the whole vocabulary, i.e. minus the cross-entropy from the uniform distribution: its "
         "pull on a token does not fade as the token becomes rare) or 'entropy+uniform' (their sum). loss/entropy "
         "logs the chosen term.",

@@ -25,12 +25,24 @@ from vlrl.rollout import generate
 from vlrl.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from family_models import FAMILIES, build  # noqa: E402
+from family_models import build  # noqa: E402
+
+_BUILT: dict[str, Path] = {}
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def checkpoint(request, tmp_path_factory):
-    return request.param, build(request.param, tmp_path_factory.mktemp(request.param))
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """family -> its tiny checkpoint, built once per module."""
+    def get(family: str) -> tuple[str, Path]:
+        if family not in _BUILT:
+            _BUILT[family] = build(family, tmp_path_factory.mktemp(family))
+        return family, _BUILT[family]
+    return get
+
+
+# Qwen3-VL-MoE shares Qwen3-VL's whole path (tests/integration/test_families.py checks it like the others); here
+# it runs its recipe, so the suite stays short.
+DENSE = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
 def _config(model_dir, data_dir, out_dir, *overrides: str) -> Config:
@@ -49,8 +61,9 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in ln.items() if not k.startswith("perf/")} for ln in lines]
 
 
-def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(checkpoint, shapes_dir, tmp_path):
-    family, model_dir = checkpoint
+@pytest.mark.parametrize("family", DENSE)
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(built, family, shapes_dir, tmp_path):
+    family, model_dir = built(family)
     common = ("trainer.total_steps=3", "trainer.save_every=2", "algorithm.kl_coef=0.05", "model.freeze_vision=true")
     full = Trainer(_config(model_dir, shapes_dir, tmp_path / "full", *common))
     assert full.policy.model_type == family
@@ -68,8 +81,9 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(checkpoint, sh
     assert [m["step"] for m in _metrics(tmp_path / "full") if "loss/loss" in m] == [1, 2, 3]
 
 
-def test_lora_trains_and_exports_a_merged_checkpoint(checkpoint, shapes_dir, tmp_path):
-    family, model_dir = checkpoint
+@pytest.mark.parametrize("family", DENSE)
+def test_lora_trains_and_exports_a_merged_checkpoint(built, family, shapes_dir, tmp_path):
+    family, model_dir = built(family)
     run = tmp_path / "run"
     trainer = Trainer(_config(model_dir, shapes_dir, run, "trainer.total_steps=1", "model.lora_rank=4",
                               "model.lora_vision=true", "algorithm.kl_coef=0.05"))
@@ -95,8 +109,9 @@ def test_lora_trains_and_exports_a_merged_checkpoint(checkpoint, shapes_dir, tmp
         torch.testing.assert_close(a.logprobs, b.logprobs, atol=1e-4, rtol=0)
 
 
-def test_serve_answers_with_the_greedy_rollout(checkpoint, tmp_path):
-    family, model_dir = checkpoint
+@pytest.mark.parametrize("family", DENSE)
+def test_serve_answers_with_the_greedy_rollout(built, family, tmp_path):
+    family, model_dir = built(family)
     policy = load_policy(ModelConfig(dtype="float32"), model_dir)
     from PIL import Image
 
@@ -122,13 +137,14 @@ RECIPES = {"qwen2_vl": "qwen2_vl_2b_grpo.yaml", "qwen2_5_vl": "qwen2_5_vl_3b_grp
            "qwen3_vl": "qwen3_vl_4b_grpo.yaml", "qwen3_vl_moe": "qwen3_vl_30b_a3b_grpo.yaml"}
 
 
-def test_each_familys_recipe_runs_on_its_tiny_model_with_the_familys_box_frame(checkpoint, shapes_dir, tmp_path):
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "qwen3_vl_moe"])  # Qwen2.5-VL's: test_train.py
+def test_each_familys_recipe_runs_on_its_tiny_model_with_the_familys_box_frame(built, family, shapes_dir, tmp_path):
     """configs/<family>_*_grpo.yaml: the family's box frame in the accuracy term (Qwen2.5-VL pixels of the resized
     input, Qwen2-VL and Qwen3-VL 0-1000), and its options (bf16, gradient checkpointing, frozen tower, prompt
     suffix) for two steps on the family's tiny checkpoint."""
     from vlrl.models.policy import family_class
 
-    family, model_dir = checkpoint
+    family, model_dir = built(family)
     recipe = Path(__file__).resolve().parents[2] / "configs" / RECIPES[family]
     cfg = load_config(Config, recipe, [
         f"model.path={model_dir}", f"data.path={shapes_dir}", f"trainer.output_dir={tmp_path / 'run'}",
