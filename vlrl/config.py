@@ -158,6 +158,10 @@ class AlgorithmConfig:
         "batch (reward minus the mean reward of the step's completions of the same task, all processes: a "
         "group whose answers are all wrong still pushes its answer down).",
     )
+    advantage_eps: float = option(
+        1e-6, "Added to the group's reward std before dividing (advantage=grpo): TRL's GRPOTrainer uses 1e-4, "
+        "so set 1e-4 to compare with it like for like.",
+    )
     split_duplicates: bool = option(
         False, "Divide each completion's advantage by the number of identical completions in its group, so an "
         "answer's weight does not grow with how often it is sampled (softmax policy gradients grow the likeliest "

@@ -365,7 +365,7 @@ class Trainer:
         every rank must call it then (one gather)."""
         method = self.cfg.algorithm.advantage
         if method != "batch":
-            return compute_advantages(rewards, G, method)
+            return compute_advantages(rewards, G, method, eps=self.cfg.algorithm.advantage_eps)
         keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
         return batch_baseline(rewards, keys, self.accelerator.gather(rewards), self.accelerator.gather(keys))
 

@@ -198,3 +198,11 @@ def test_batches_leave_the_encoder_complete_and_the_backend_hears_of_each_update
     backend = trainer.rollout
     trainer.fit()
     assert trainer.rollout is backend and backend.weight_version == 3
+
+
+def test_advantage_eps_reaches_the_grpo_division(tiny_config):
+    """Rewards [1, 0, 0, 1] of one group: mean 0.5, unbiased std sqrt(1/3) = 0.577350; with eps 0.1 the
+    advantages are +-0.5 / 0.677350 = +-0.738170 (with the default 1e-6 they would be +-0.866024)."""
+    trainer = Trainer(tiny_config("algorithm.advantage=grpo", "algorithm.advantage_eps=0.1"))
+    adv = trainer._advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), rows=[], G=4)
+    assert adv.tolist() == pytest.approx([0.738170, -0.738170, -0.738170, 0.738170], abs=1e-6)
