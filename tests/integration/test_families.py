@@ -19,7 +19,7 @@ from PIL import Image
 
 from vlrl.algorithms import policy_loss
 from vlrl.config import AlgorithmConfig, ModelConfig, RolloutConfig
-from vlrl.data import PromptEncoder, validate_row
+from vlrl.data import PromptEncoder
 from vlrl.data.prompts import build_messages
 from vlrl.models.policy import load_policy
 from vlrl.rollout import generate
@@ -28,25 +28,10 @@ from vlrl.update import CompletionForward, batch_logprobs, micro_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from family_models import FAMILIES, build  # noqa: E402
+from mixed_batch import mixed_rows, random_rollouts  # noqa: E402
 
 G, T = 2, 5
 MIN_PIXELS, MAX_PIXELS = 32 * 32, 96 * 96
-
-
-def _image(w: int, h: int, seed: int) -> Image.Image:
-    gen = torch.Generator().manual_seed(seed)
-    return Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy())
-
-
-def _rows():
-    raw = [
-        dict(id="one", images=[_image(64, 48, 1)], problem="what colour is the shape ?", answer="red"),
-        dict(id="text", images=[], problem="how many ?", answer="two"),
-        dict(id="tall", images=[_image(40, 90, 2)], problem="describe it", answer="blue"),
-        dict(id="two", images=[_image(60, 60, 3), _image(96, 64, 4)], problem="compare these images", answer="left"),
-        dict(id="long", images=[], problem="what colour is the shape and how many are there ?", answer="one"),
-    ]
-    return [validate_row(dict(r, task="t"), i) for i, r in enumerate(raw)]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -63,21 +48,13 @@ def policy(checkpoint):
 
 
 def _batch(policy, group_size: int = G):
-    batch = PromptEncoder(policy.processor, MIN_PIXELS, MAX_PIXELS)(_rows(), group_size=group_size)
+    batch = PromptEncoder(policy.processor, MIN_PIXELS, MAX_PIXELS)(mixed_rows(), group_size=group_size)
     policy.prompt_positions(batch)
     return batch
 
 
 def _rollouts(policy, num_prompts: int) -> Rollouts:
-    """Random completions (no vision tokens) of lengths 1..T."""
-    gen = torch.Generator().manual_seed(0)
-    n = num_prompts * G
-    allowed = torch.tensor([i for i in range(len(policy.tokenizer)) if i not in policy.banned_token_ids])
-    ids = allowed[torch.randint(len(allowed), (n, T), generator=gen)]
-    lengths = torch.arange(n) % T + 1
-    mask = (torch.arange(T) < lengths.unsqueeze(1)).long()
-    ids = ids.masked_fill(mask == 0, policy.pad_token_id)
-    return Rollouts(ids, mask, torch.zeros(n, T), [""] * n, lengths < T, G)
+    return random_rollouts(policy, num_prompts, G, T)
 
 
 def _processor_inputs(policy, row, sizes=None):

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from vlrl.config import AlgorithmConfig, Config, ModelConfig, RolloutConfig
 from vlrl.config_loader import load_config
-from vlrl.data import PromptEncoder, validate_row
+from vlrl.data import PromptEncoder
 from vlrl.data.prompts import build_messages
 from vlrl.models.check import ModelPathError, check_model_path
 from vlrl.models.policy import load_policy
@@ -29,24 +28,9 @@ from vlrl.update import CompletionForward, batch_logprobs, micro_batches
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generic_models import ARCHITECTURES, build  # noqa: E402
+from mixed_batch import mixed_rows, random_rollouts  # noqa: E402
 
 G, T = 2, 5
-
-
-def _image(w: int, h: int, seed: int) -> Image.Image:
-    gen = torch.Generator().manual_seed(seed)
-    return Image.fromarray(torch.randint(0, 256, (h, w, 3), generator=gen, dtype=torch.uint8).numpy())
-
-
-def _rows():
-    raw = [
-        dict(id="one", images=[_image(64, 48, 1)], problem="what colour is the shape ?", answer="red"),
-        dict(id="text", images=[], problem="how many ?", answer="two"),
-        dict(id="tall", images=[_image(40, 90, 2)], problem="describe it", answer="blue"),
-        dict(id="two", images=[_image(60, 60, 3), _image(96, 64, 4)], problem="compare these images", answer="left"),
-        dict(id="long", images=[], problem="what colour is the shape and how many are there ?", answer="one"),
-    ]
-    return [validate_row(dict(r, task="t"), i) for i, r in enumerate(raw)]
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
@@ -64,7 +48,7 @@ def policy(checkpoint):
 
 
 def _batch(policy, group_size: int = G):
-    return PromptEncoder(policy.processor, 0, 0, generic=True)(_rows(), group_size=group_size)
+    return PromptEncoder(policy.processor, 0, 0, generic=True)(mixed_rows(), group_size=group_size)
 
 
 def _processor_inputs(policy, row):
@@ -74,15 +58,7 @@ def _processor_inputs(policy, row):
 
 
 def _rollouts(policy, num_prompts: int) -> Rollouts:
-    """Random completions (no vision tokens) of lengths 1..T."""
-    gen = torch.Generator().manual_seed(0)
-    n = num_prompts * G
-    allowed = torch.tensor([i for i in range(len(policy.tokenizer)) if i not in policy.banned_token_ids])
-    ids = allowed[torch.randint(len(allowed), (n, T), generator=gen)]
-    lengths = torch.arange(n) % T + 1
-    mask = (torch.arange(T) < lengths.unsqueeze(1)).long()
-    ids = ids.masked_fill(mask == 0, policy.pad_token_id)
-    return Rollouts(ids, mask, torch.zeros(n, T), [""] * n, lengths < T, G)
+    return random_rollouts(policy, num_prompts, G, T)
 
 
 def _reference_logprobs(policy, batch, rollouts, temperature: float) -> torch.Tensor:
@@ -208,7 +184,7 @@ def test_chat_answers_with_the_greedy_rollout(policy):
     """`vlrl serve`'s engine routes a generic-tier model to the reference backend (its default is `cached`)."""
     from vlrl.chat import ChatEngine, SamplingParams
 
-    row = _rows()[0]
+    row = mixed_rows()[0]
     engine = ChatEngine(policy, 0, 0, max_new_tokens=6)
     reply = engine.complete(build_messages(row), list(row.images), SamplingParams(max_tokens=6))
     batch = PromptEncoder(policy.processor, 0, 0, generic=True)([row], group_size=1)

@@ -65,10 +65,10 @@ def next_positions(prompt_positions: torch.Tensor) -> torch.Tensor:
     return prompt_positions.amax(dim=(0, 2)) + 1
 
 
-def generated_positions(first: torch.Tensor, offsets: torch.Tensor, axes: int = 3) -> torch.Tensor:
+def generated_positions(first: torch.Tensor, offsets: torch.Tensor | int, axes: int = 3) -> torch.Tensor:
     """[axes, n, T] rotary positions of generated tokens: token t of row i at first[i] + offsets[t] on every axis
-    (first [n] from `next_positions`, offsets [T], e.g. arange(T))."""
-    pos = first.unsqueeze(-1) + offsets.to(first.device)
+    (first [n] from `next_positions`, offsets [T], e.g. arange(T); an int is one step, T = 1)."""
+    pos = first.unsqueeze(-1) + (offsets.to(first.device) if isinstance(offsets, torch.Tensor) else offsets)
     return pos.unsqueeze(0).expand(axes, *pos.shape)
 
 
@@ -185,7 +185,8 @@ class Policy:
         if pixel_values is None:
             return None
         out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=image_grid_thw, return_dict=True)
-        return ImageFeatures(out.pooler_output)
+        # Qwen3-VL's tower also returns its deepstack features (one tensor per deepstack block)
+        return ImageFeatures(out.pooler_output, tuple(getattr(out, "deepstack_features", None) or ()))
 
     def vision_states(self, pixel_values: torch.Tensor | None, image_grid_thw: torch.Tensor | None
                       ) -> torch.Tensor | None:

@@ -27,14 +27,6 @@ class Qwen3VLPolicy(Policy):
     def connector_modules(self) -> list[str]:
         return ["merger", *(f"deepstack_merger_list.{j}" for j in range(len(self.visual.deepstack_merger_list)))]
 
-    def image_features(self, pixel_values, image_grid_thw, vision_states=None) -> ImageFeatures | None:
-        if vision_states is not None:
-            return self.features_from_states(vision_states)
-        if pixel_values is None:
-            return None
-        out = self.visual(pixel_values.to(self.visual.dtype), grid_thw=image_grid_thw, return_dict=True)
-        return ImageFeatures(out.pooler_output, tuple(out.deepstack_features))
-
     def vision_states(self, pixel_values, image_grid_thw) -> torch.Tensor | None:
         if pixel_values is None:
             return None

@@ -68,7 +68,7 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         if bool(done.all()) or t == cfg.max_new_tokens - 1:
             break
         attn = torch.cat([attn, torch.ones(N, 1, dtype=attn.dtype, device=device)], dim=1)
-        step_pos = generated_positions(first, torch.tensor([t]))  # [3, N, 1]
+        step_pos = generated_positions(first, t)  # [3, N, 1]
         hidden, cache = policy.forward_tokens(tok.unsqueeze(1), None, step_pos, attn, past_key_values=cache,
                                               use_cache=True)
         logits = policy.lm_head(hidden[:, -1]).float()
