@@ -22,6 +22,6 @@ def reward_inputs(batch: PromptBatch, rollouts: Rollouts, progress: float, max_t
         inputs.append(RewardInput(completion=text, answer=row.answer, task=row.task, data_source=row.data_source,
                                   image_sizes=batch.image_sizes[p], resized_sizes=batch.resized_sizes[p],
                                   meta=row.meta, progress=progress, num_tokens=int(lengths[i]),
-                                  max_tokens=max_tokens))
+                                  max_tokens=max_tokens, problem=row.problem))
         specs.append(row.reward)
     return inputs, specs

@@ -42,6 +42,7 @@ class RewardInput:
     progress: float = 0.0  # training progress step / total_steps in [0, 1] (for schedules)
     num_tokens: int | None = None  # completion length in tokens, when the caller knows it
     max_tokens: int | None = None  # the rollout's max_new_tokens, when the caller knows it
+    problem: str = ""  # the row's question as the dataset holds it (TRL-style rewards get it as `prompts`)
 
 
 _REGISTRY: dict[str, RewardFn] = {}

@@ -36,6 +36,8 @@ non-number scores 0.0 and counts in ``Scores.parse_failures``; one over the limi
 
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -45,7 +47,8 @@ import torch
 
 from vlrl.config import RewardConfig, RewardTerm
 from vlrl.rewards.base import RewardFn, RewardInput, check_params, get_reward
-from vlrl.rewards.runner import FAILED, TIMEOUT, RewardCall, RewardPool, run_call, run_inline
+from vlrl.rewards.batched import is_batched
+from vlrl.rewards.runner import FAILED, TIMEOUT, RewardCall, RewardPool, run_batch, run_call, run_inline
 from vlrl.rewards.vtriune import from_vtriune, is_vtriune
 
 logger = logging.getLogger(__name__)
@@ -143,14 +146,19 @@ class RewardMixer:
     Construction resolves every reward and checks its params, so a typo fails before training starts.
     """
 
-    def __init__(self, config: RewardConfig):
+    def __init__(self, config: RewardConfig, rewards: Mapping[str, RewardFn] | Sequence[RewardFn] | None = None):
+        """``rewards``: reward functions given as Python objects, by the name the terms use (a list is named by
+        each function's ``__name__``). They take precedence over the registry for this mixer only. A plain
+        function gets one completion (``fn(inp, **params)``); a :class:`~vlrl.rewards.batched.BatchReward`
+        (e.g. :func:`~vlrl.rewards.batched.trl_reward`) gets the step's list. Where they run: see ``_call``."""
         self.normalize_weights = bool(config.normalize_weights)
         if config.workers < 0 or config.timeout_s < 0:
             raise ValueError(f"reward.workers and reward.timeout_s must be >= 0, got {config.workers}, "
                              f"{config.timeout_s}")
         self.workers, self.timeout = int(config.workers), float(config.timeout_s) or None
         self._pool: RewardPool | None = None
-        self._fns: dict[str, RewardFn] = {}
+        self._given = given_rewards(rewards)
+        self._fns: dict[str, RewardFn] = dict(self._given)
         self.default_terms = self._parse_terms(config.terms, "reward.terms")
         if not isinstance(config.per_task, Mapping):
             raise ValueError(f"reward.per_task must map task -> list of terms, got {config.per_task!r}")
@@ -161,6 +169,10 @@ class RewardMixer:
         # task (None = default) -> (terms, component keys), for rows without an override
         self._base = {task: (terms, component_keys(terms)) for task, terms in
                       [(None, self.default_terms), *self.per_task.items()]}
+        named = {t.name for terms, _ in self._base.values() for t in terms}
+        if unused := sorted(set(self._given) - named):
+            logger.warning("rewards %s are given but no term of reward.terms or reward.per_task names them: only "
+                           "a row's own reward override can use them", unused)
 
     def terms_for(self, task: str, row_spec: Mapping | None = None) -> list[RewardTerm]:
         """The terms scoring a row of ``task`` after applying ``row_spec`` (the row's ``reward`` field;
@@ -254,9 +266,18 @@ class RewardMixer:
             self._pool = None
 
     def _call(self, term: RewardTerm, inp: RewardInput) -> RewardCall:
+        """Where a call runs. In this process: with ``reward.workers=0``; batched rewards; functions a worker
+        could not import (defined in the main script or a notebook, lambdas, closures, methods). In a worker:
+        registered names (with the module that registers them), "module:function" and file specs, and a given
+        function that its module holds under its own name (sent as "module:function")."""
         fn = self._fns[term.name]
+        if term.name in self._given:
+            spec = importable_spec(fn)
+            if self.workers == 0 or spec is None or is_batched(fn):
+                return RewardCall(term.name, inp, term.params, fn=fn)
+            return RewardCall(spec, inp, term.params)
         module = getattr(fn, "__module__", None)
-        if self.workers == 0 or module in _MAIN_MODULES:
+        if self.workers == 0 or module in _MAIN_MODULES or is_batched(fn):
             # In process: also rewards defined in the main script or a notebook, which a worker cannot
             # import (its own __main__ is a different module).
             return RewardCall(term.name, inp, term.params, fn=fn)
@@ -265,20 +286,32 @@ class RewardMixer:
         return RewardCall(term.name, inp, term.params, module=None if ":" in term.name else module)
 
     def _run(self, calls: list[RewardCall]):
-        local = [i for i, c in enumerate(calls) if c.fn is not None]
-        if len(local) == len(calls):
-            return run_inline(calls, self.timeout)
-        if self._pool is None:
-            self._pool = RewardPool(self.workers, self.timeout)
-        if not local:
-            return self._pool.run(calls)
+        outcomes: list = [None] * len(calls)
+        batched = [i for i, c in enumerate(calls) if c.fn is not None and is_batched(c.fn)]
+        for indices, outcome_list in self._run_batched(calls, batched):
+            for i, outcome in zip(indices, outcome_list, strict=True):
+                outcomes[i] = outcome
+        done = set(batched)
+        local = [i for i, c in enumerate(calls) if c.fn is not None and i not in done]
         remote = [i for i, c in enumerate(calls) if c.fn is None]
-        outcomes = [None] * len(calls)
-        for i, outcome in zip(remote, self._pool.run([calls[i] for i in remote]), strict=True):
-            outcomes[i] = outcome
+        if remote:
+            if self._pool is None:
+                self._pool = RewardPool(self.workers, self.timeout)
+            for i, outcome in zip(remote, self._pool.run([calls[i] for i in remote]), strict=True):
+                outcomes[i] = outcome
         for i, outcome in zip(local, run_inline([calls[i] for i in local], self.timeout), strict=True):
             outcomes[i] = outcome
         return outcomes
+
+    def _run_batched(self, calls: list[RewardCall], indices: list[int]):
+        """One call per (reward, params) for the batched rewards' calls: yields (call indices, outcomes)."""
+        groups: dict[tuple, list[int]] = {}
+        for i in indices:
+            c = calls[i]
+            groups.setdefault((c.name, json.dumps(c.params, sort_keys=True, default=repr)), []).append(i)
+        for members in groups.values():
+            first = calls[members[0]]
+            yield members, run_batch(first.fn, [calls[i].inp for i in members], first.params, self.timeout)
 
     def _parse_terms(self, specs: object, where: str) -> list[RewardTerm]:
         if not isinstance(specs, (list, tuple)):
@@ -355,3 +388,40 @@ def _select(terms: list[RewardTerm], keys: list[str], key: str, where: str) -> l
     if not chosen:
         raise ValueError(f"row reward {where}: {key!r} names no term of this row; terms: {keys}")
     return chosen
+
+
+def given_rewards(rewards: Mapping[str, RewardFn] | Sequence[RewardFn] | None) -> dict[str, RewardFn]:
+    """``rewards`` as {name: function}, checked: names are non-empty, without ':', and functions callable."""
+    if rewards is None:
+        return {}
+    if not isinstance(rewards, Mapping):
+        if isinstance(rewards, str) or not isinstance(rewards, Sequence):
+            raise ValueError(f"rewards must be a mapping name -> function or a list of functions, got {rewards!r}")
+        named: dict[str, RewardFn] = {}
+        for fn in rewards:
+            name = getattr(fn, "__name__", None)
+            if not name or name == "<lambda>":
+                raise ValueError(f"reward {fn!r} has no usable __name__: pass rewards={{'name': fn}}")
+            if name in named:
+                raise ValueError(f"two rewards are named {name!r}: pass rewards={{'name': fn, ...}}")
+            named[name] = fn
+        rewards = named
+    for name, fn in rewards.items():
+        if not isinstance(name, str) or not name or ":" in name:
+            raise ValueError(f"reward name {name!r}: must be a non-empty string without ':'")
+        if not callable(fn):
+            raise ValueError(f"reward {name!r}: {fn!r} is not callable")
+    return dict(rewards)
+
+
+def importable_spec(fn: RewardFn) -> str | None:
+    """"module:function" when a worker process can import ``fn`` by that name (its module, not the main script,
+    holds it under its own name), else None."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or module in _MAIN_MODULES or not name.isidentifier():
+        return None
+    try:
+        held = getattr(importlib.import_module(module), name, None)
+    except Exception:
+        return None
+    return f"{module}:{name}" if held is fn else None

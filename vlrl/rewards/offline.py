@@ -16,6 +16,7 @@ field              required  meaning
 ``progress``       no        training progress in [0, 1] (for schedules such as the dynamic IoU threshold)
 ``meta``           no        the row's meta object (options of a multiple-choice question, ...)
 ``num_tokens``     no        completion length in tokens, and ``max_tokens`` the length limit (``overlong``)
+``problem``        no        the question (TRL-style rewards receive it as ``prompts``)
 =================  ========  ==========================================================================
 
 Other fields are ignored, except ``id`` which is copied to the output. Training writes exactly this format
@@ -113,12 +114,15 @@ def parse_line(obj: Any, where: str) -> tuple[RewardInput, Mapping | None]:
             raise LineError(f"{where}: field {key!r} must be a non-negative integer, got {value!r}")
         lengths[key] = value
     source = obj.get("data_source", "")
+    problem = obj.get("problem", "")
+    if not isinstance(problem, str):
+        raise LineError(f"{where}: field 'problem' must be a string, got {type(problem).__name__}")
     inp = RewardInput(
         completion=obj["completion"], answer=answer, task=obj["task"],
         data_source=source if isinstance(source, str) else str(source),
         image_sizes=_sizes(obj, "image_size", "image_sizes", where),
         resized_sizes=_sizes(obj, "resized_size", "resized_sizes", where),
-        meta=meta, progress=float(progress), **lengths,
+        meta=meta, progress=float(progress), problem=problem, **lengths,
     )
     return inp, spec
 
@@ -129,6 +133,8 @@ def input_line(inp: RewardInput, spec: Mapping | None) -> dict:
                            "data_source": inp.data_source, "progress": inp.progress}
     if spec:
         out["reward"] = spec
+    if inp.problem:
+        out["problem"] = inp.problem
     if inp.image_sizes:
         out["image_sizes"] = [list(s) for s in inp.image_sizes]
     if inp.resized_sizes:
@@ -183,15 +189,17 @@ def _read(path: Path, skip_invalid: bool, summary: Summary, errors: list[str]) -
 
 
 def score_file(input_path: str | Path, out: TextIO, config: RewardConfig, batch_size: int = 1024,
-               skip_invalid: bool = False, progress_bar: bool = True) -> tuple[Summary, list[str]]:
+               skip_invalid: bool = False, progress_bar: bool = True,
+               rewards: Mapping | None = None) -> tuple[Summary, list[str]]:
     """Score every line of ``input_path`` into ``out`` (one JSON line each, input order). Returns the
     summary and the messages of skipped lines. Raises LineError on the first bad line unless
-    ``skip_invalid``; a bad per-row reward spec raises ValueError naming the line."""
+    ``skip_invalid``; a bad per-row reward spec raises ValueError naming the line. ``rewards``: reward
+    functions by the names the config's terms use (see :class:`~vlrl.rewards.mixer.RewardMixer`)."""
     path = Path(input_path)
     if not path.is_file():
         raise FileNotFoundError(f"input file not found: {path}")
     summary, errors = Summary(), []
-    mixer = RewardMixer(config)
+    mixer = RewardMixer(config, rewards=rewards)
     parts: list = []  # Scores of each batch, merged for the summary
     start = time.perf_counter()
     bar = tqdm(unit=" lines", disable=not progress_bar, desc="scoring")

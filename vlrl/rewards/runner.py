@@ -119,16 +119,7 @@ def run_call(call: RewardCall, timeout: float | None, progress=None) -> Outcome:
     except Exception:  # a reward must never take the training step down with it
         logger.debug("reward %r raised", call.name, exc_info=True)
         return Outcome(0.0, FAILED, time.perf_counter() - start)
-    seconds = time.perf_counter() - start
-    if value is None:
-        return Outcome(None, OK, seconds)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return Outcome(0.0, FAILED, seconds)
-    if not math.isfinite(value):
-        return Outcome(0.0, FAILED, seconds)
-    return Outcome(value, OK, seconds)
+    return _outcome(value, time.perf_counter() - start)
 
 
 def _resolve(call: RewardCall):
@@ -141,6 +132,42 @@ def _resolve(call: RewardCall):
             raise
     importlib.import_module(call.module)  # registers the name as a side effect
     return get_reward(call.name)
+
+
+def run_batch(fn: Callable, inputs: Sequence[RewardInput], params: Mapping[str, Any],
+              timeout: float | None) -> list[Outcome]:
+    """One call of a batched reward over ``inputs`` in this process (see :mod:`vlrl.rewards.batched`), under a
+    soft timeout of ``timeout`` per input. A raise, or a result of the wrong length, fails every input; an
+    entry that is not a finite number (nor None) fails that input."""
+    n = len(inputs)
+    start = time.perf_counter()
+    try:
+        with soft_timeout(timeout * n if timeout else None):
+            values = list(fn(list(inputs), **params))
+    except RewardTimeout:
+        return [Outcome(0.0, TIMEOUT, time.perf_counter() - start)] * n
+    except Exception:
+        logger.warning("batched reward %r raised on %d completions; they score 0 and count as failed",
+                       getattr(fn, "__qualname__", fn), n, exc_info=logger.isEnabledFor(logging.DEBUG))
+        return [Outcome(0.0, FAILED, time.perf_counter() - start)] * n
+    seconds = (time.perf_counter() - start) / max(n, 1)
+    if len(values) != n:
+        logger.warning("batched reward %r returned %d scores for %d completions; they count as failed",
+                       getattr(fn, "__qualname__", fn), len(values), n)
+        return [Outcome(0.0, FAILED, seconds)] * n
+    return [_outcome(v, seconds) for v in values]
+
+
+def _outcome(value: Any, seconds: float) -> Outcome:
+    if value is None:
+        return Outcome(None, OK, seconds)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return Outcome(0.0, FAILED, seconds)
+    if not math.isfinite(value):
+        return Outcome(0.0, FAILED, seconds)
+    return Outcome(value, OK, seconds)
 
 
 def run_inline(calls: Sequence[RewardCall], timeout: float | None) -> list[Outcome]:
