@@ -143,7 +143,7 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
     validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "build_config.yaml")
+    save_config(recordable(cfg), out / "build_config.yaml")
     cache = ReplyCache(out / "teacher_cache.sqlite")
     stages, drops = [], []
 
@@ -194,6 +194,20 @@ def build(cfg: BuildConfig, config_name: str = "") -> dict:
         raise RuntimeError("dataset card totals do not add up: " + "; ".join(problems))
     write_card(out, card, drops)
     return card
+
+
+def recordable(cfg: BuildConfig) -> BuildConfig:
+    """``cfg`` as it can be written to build_config.yaml: a dataset given in memory (the ``hf`` source's
+    ``dataset`` param) is recorded as a description, not its rows."""
+    def source(section):
+        params = section.get("params") if isinstance(section, dict) else None
+        if not params or params.get("dataset") is None:
+            return section
+        data = params["dataset"]
+        size = f"{len(data)} rows" if hasattr(data, "__len__") else "rows"
+        return {**section, "params": {**params, "dataset": f"<in memory: {type(data).__name__}, {size}>"}}
+
+    return dataclasses.replace(cfg, sources=[source(s) for s in cfg.sources])
 
 
 def save_dataset(ds, path: Path) -> None:

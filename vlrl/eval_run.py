@@ -241,8 +241,8 @@ def load_eval_rows(r: Resolved, processor, context: int | None):
 
 
 # ---- one model ---------------------------------------------------------------------------------------------
-def evaluate_model(spec: ModelSpec, r: Resolved) -> tuple[dict, list[dict]]:
-    """(summary, completion lines) of one model."""
+def evaluate_model(spec: ModelSpec, r: Resolved, rewards=None) -> tuple[dict, list[dict]]:
+    """(summary, completion lines) of one model; `rewards`: reward functions by name (`RewardMixer`)."""
     import torch
 
     from vlrl.data import PromptEncoder
@@ -264,7 +264,7 @@ def evaluate_model(spec: ModelSpec, r: Resolved) -> tuple[dict, list[dict]]:
     indices = [i for i in range(len(rows)) if i not in gone]
     encoder = PromptEncoder(policy.processor, s.model.min_pixels, s.model.max_pixels, s.data.system_prompt,
                             s.data.prompt_suffix)
-    mixer = RewardMixer(s.reward)
+    mixer = RewardMixer(s.reward, rewards=rewards)
     try:
         greedy = evaluate(policy, encode_rows(kept, encoder, 1, e.batch_size), mixer, s.rollout, r.progress)
         metrics = {**greedy_metrics(greedy.scores), "eval/skipped_rows": len(skipped)}
@@ -364,9 +364,10 @@ def default_out(specs: list[ModelSpec]) -> Path:
 
 
 def run_eval(models: list[str], data: str | None = None, overrides: list[str] = (), config: str | None = None,
-             out: str | None = None, overwrite: bool = False) -> tuple[Path, list[dict], str]:
+             out: str | None = None, overwrite: bool = False, rewards=None) -> tuple[Path, list[dict], str]:
     """Evaluate `models`, write OUT; returns (OUT, summaries, table). Every model and the settings are checked,
-    and OUT is refused when it holds something and not `overwrite`, before any model is loaded."""
+    and OUT is refused when it holds something and not `overwrite`, before any model is loaded. `rewards`:
+    reward functions the reward terms name, as Python objects (`vlrl.rewards.mixer.RewardMixer`)."""
     from vlrl.atomic import refuse_non_empty
 
     specs = [resolve_model(m) for m in models]
@@ -382,7 +383,7 @@ def run_eval(models: list[str], data: str | None = None, overrides: list[str] = 
             raise EvalError(f"--out {out_dir}: {e}; or pass --overwrite to replace it") from None
     summaries, completions = [], []
     for spec, r in zip(specs, resolved, strict=True):
-        summary, lines = evaluate_model(spec, r)
+        summary, lines = evaluate_model(spec, r, rewards)
         summaries.append(summary)
         completions.append(lines)
     table = comparison_table(summaries)

@@ -34,6 +34,7 @@ from vlrl.algorithms import (
     weight_negatives,
 )
 from vlrl.atomic import write_text_atomic
+from vlrl.callbacks import as_callbacks
 from vlrl.checkpoint import (
     is_sharded_checkpoint,
     latest_checkpoint,
@@ -48,6 +49,7 @@ from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.evaluate import encode_rows, evaluate, greedy_metrics
+from vlrl.inputs import write_inputs
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.check import check_model_path
 from vlrl.models.generic import check_generic_config
@@ -81,11 +83,28 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False):
+    """GRPO-family training of a vision-language policy, as `vlrl train` runs it.
+
+    >>> import vlrl
+    >>> cfg = vlrl.load_config(overrides=["trainer.total_steps=2", "trainer.output_dir=runs/api"])
+    >>> trainer = vlrl.Trainer(cfg, train_dataset=rows, rewards={"my_reward": my_reward})  # doctest: +SKIP
+    >>> trainer.fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False, *, model=None, processor=None,
+                 train_dataset=None, eval_dataset=None, rewards=None, callbacks=None):
         """`resume`: continue the run in `trainer.output_dir` from its newest complete checkpoint. `overwrite`:
         delete the outputs of an earlier run there first. Without either, a directory that holds a run is
-        refused (RunDirError), before any slow setup."""
+        refused (RunDirError), before any slow setup.
+
+        Objects instead of paths (see `vlrl.inputs`): `model` (a loaded transformers model) with its `processor`
+        replace model.path; `train_dataset` (a datasets.Dataset, DatasetDict, list of dicts or {split: ...})
+        and `eval_dataset` replace data.path; both are written into the run directory first. `rewards`
+        ({name: function} or a list of functions named by __name__) are the reward functions the terms of
+        `cfg.reward` name (see `vlrl.rewards.mixer.RewardMixer`). `callbacks` hear every step, evaluation and
+        save (`vlrl.callbacks`)."""
         self.cfg = cfg
+        self.callbacks = as_callbacks(callbacks)
         self.clock = time.monotonic  # when time-based checkpoints are due; tests put a fake clock here
         self.run_dir = Path(cfg.trainer.output_dir)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
@@ -97,11 +116,17 @@ class Trainer:
                                        log_with=make_trackers(cfg, self.run_dir, resume) or None)
         acc = self.accelerator
         per_rank = prompts_per_rank(cfg.data.prompts_per_step, acc.num_processes)  # before any slow setup
-        if cfg.model.path != "tiny":  # before building data or loading weights: a wrong path fails at once
-            if check_model_path(cfg.model.path).generic:  # and what the generic tier does not do
+        if cfg.model.path != "tiny" and model is None:  # before building data or loading weights: a wrong path
+            if check_model_path(cfg.model.path).generic:  # fails at once, and what the generic tier does not do
                 check_generic_config(cfg, acc.num_processes)
         torch.manual_seed(cfg.trainer.seed)
         self._claim_run_dir(resume, overwrite)
+        if model is not None or processor is not None or train_dataset is not None or eval_dataset is not None:
+            self.cfg = cfg = write_inputs(cfg, self.run_dir, acc.is_main_process, resume, model, processor,
+                                          train_dataset, eval_dataset)
+            acc.wait_for_everyone()
+            if model is not None and check_model_path(cfg.model.path).generic:
+                check_generic_config(cfg, acc.num_processes)
         ckpt = self._resume_checkpoint() if resume else None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +147,7 @@ class Trainer:
 
         self.encode = PromptEncoder.for_policy(self.policy, cfg.model.min_pixels, cfg.model.max_pixels,
                                                cfg.data.system_prompt, cfg.data.prompt_suffix)
-        self.mixer = RewardMixer(cfg.reward)
+        self.mixer = RewardMixer(cfg.reward, rewards=rewards)
         sources = None
         if cfg.data.source_weights:  # as validate_row does, an empty data_source means the task
             sources = [s or t for s, t in zip(self.train_rows["data_source"], self.train_rows["task"], strict=True)]
@@ -339,6 +364,7 @@ class Trainer:
         for step in bar:
             metrics = self.train_step(step)
             self.logger.log(step + 1, metrics)
+            self._notify("on_step", step + 1, metrics)
             done = step + 1 == t.total_steps
             if t.eval_every and ((step + 1) % t.eval_every == 0 or done):
                 last_eval = self.evaluate(step + 1)
@@ -532,13 +558,21 @@ class Trainer:
         out = {**greedy_metrics(Scores.concat([part[0] for part in gathered])),
                "eval/skipped_rows": sum(part[1] for part in gathered)}
         self.logger.log(step, out)
+        self._notify("on_evaluate", step, out)
         return out
+
+    def _notify(self, hook: str, step: int, payload) -> None:
+        """Call the script's callbacks (`vlrl.callbacks`), in the main process only."""
+        if self.accelerator.is_main_process:
+            for callback in self.callbacks:
+                getattr(callback, hook)(step, payload)
 
     def save(self, step: int) -> Path:
         out = save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
                               adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
         self._last_save = self.clock()  # the next timed save counts training time from here, not the write
+        self._notify("on_save", step, out)
         return out
 
 

@@ -42,6 +42,8 @@ class HFOptions:
         "schema field -> dataset column, e.g. {image: image, problem: question, answer: answer}; image, problem "
         "and answer are required", keys=Columns)
     path: str | None = param("save_to_disk folder, .parquet file or folder of parquet files (or give hub_id)", None)
+    dataset: Any = param("a datasets.Dataset (or DatasetDict, or list of dicts) in memory, instead of path: the "
+                         "Python API's vlrl.build_dataset", None)
     hub_id: str | None = param("a hub dataset id, loaded with datasets.load_dataset (network) only when given", None)
     config: str | None = param("hub dataset configuration name", None)
     revision: str | None = param("hub revision (commit, tag or branch)", None)
@@ -64,9 +66,10 @@ def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
     Raises :class:`SourceError` when neither or both of ``path`` and ``hub_id`` are given, the data is
     missing or unreadable, the mapping lacks image/problem/answer or names a column the dataset lacks.
     """
-    where = f"source {name!r} ({options.path or options.hub_id})"
-    if bool(options.path) == bool(options.hub_id):
-        raise SourceError(f"source {name!r}: give exactly one of 'path' (local data) and 'hub_id'")
+    where = f"source {name!r} ({options.path or options.hub_id or 'a dataset in memory'})"
+    if sum(x is not None and x != "" for x in (options.path, options.hub_id, options.dataset)) != 1:
+        raise SourceError(f"source {name!r}: give exactly one of 'path' (local data), 'hub_id' and 'dataset' (in "
+                          "memory)")
     if not options.task and not (isinstance(options.columns, Mapping) and options.columns.get("task")):
         raise SourceError(f"{where}: give a constant 'task' or map a 'task' column (tasks route the rewards)")
     columns = columns_from_mapping(options.columns, where)
@@ -86,6 +89,8 @@ def load_hf(options: HFOptions, name: str = "hf") -> SourceResult:
 
 def _open(options: HFOptions, where: str) -> tuple[list[str], Iterator[dict]]:
     """(column names, records) of the dataset, images undecoded."""
+    if options.dataset is not None:
+        return _in_memory(options.dataset, options.split, where)
     if options.hub_id:
         import datasets
 
@@ -98,6 +103,24 @@ def _open(options: HFOptions, where: str) -> tuple[list[str], Iterator[dict]]:
         return _undecoded(_from_disk(path, options.split))
     files = parquet_files(path, options.split, f"{where}: path")
     return parquet_columns(files), iter_parquet_records(files)
+
+
+def _in_memory(data: Any, split: str, where: str) -> tuple[list[str], Iterator[dict]]:
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise SourceError(f"{where}: no split {split!r}; splits: {sorted(data)}")
+        data = data[split]
+    if isinstance(data, datasets.Dataset):
+        return _undecoded(data)
+    if isinstance(data, (str, bytes)) or not isinstance(data, (list, tuple)):
+        raise SourceError(f"{where}: 'dataset' must be a datasets.Dataset, DatasetDict or list of dicts, got "
+                          f"{type(data).__name__}")
+    bad = next((i for i, r in enumerate(data) if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise SourceError(f"{where}: record {bad} is a {type(data[bad]).__name__}, not a dict")
+    return list(dict.fromkeys(k for r in data for k in r)), iter(data)
 
 
 def _from_disk(path: Path, split: str):

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -167,37 +167,49 @@ class Summary:
     metrics: dict | None = None
 
 
-def _read(path: Path, skip_invalid: bool, summary: Summary, errors: list[str]) -> Iterator[tuple[int, dict, RewardInput, Mapping | None]]:
-    with path.open(encoding="utf-8") as f:
-        for n, text in enumerate(f, 1):
-            if not text.strip():
-                continue
-            where = f"{path}:{n}"
+def _lines(source: Path | Iterable[Mapping]) -> Iterator[tuple[int, str, Any]]:
+    """(line number, where, JSON text or an object already decoded) of a JSONL file or of records in memory."""
+    if isinstance(source, Path):
+        with source.open(encoding="utf-8") as f:
+            for n, text in enumerate(f, 1):
+                if text.strip():
+                    yield n, f"{source}:{n}", text
+        return
+    for n, obj in enumerate(source, 1):
+        yield n, f"completion {n}", obj
+
+
+def _read(source: Path | Iterable[Mapping], skip_invalid: bool, summary: Summary,
+          errors: list[str]) -> Iterator[tuple[int, dict, RewardInput, Mapping | None]]:
+    for n, where, text in _lines(source):
+        try:
             try:
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise LineError(f"{where}: invalid JSON: {err}") from None
-                inp, spec = parse_line(obj, where)
-            except LineError as err:
-                if not skip_invalid:
-                    raise
-                summary.skipped += 1
-                errors.append(str(err))
-                continue
-            yield n, obj, inp, spec
+                obj = json.loads(text) if isinstance(text, str) else text
+            except json.JSONDecodeError as err:
+                raise LineError(f"{where}: invalid JSON: {err}") from None
+            inp, spec = parse_line(obj, where)
+        except LineError as err:
+            if not skip_invalid:
+                raise
+            summary.skipped += 1
+            errors.append(str(err))
+            continue
+        yield n, obj, inp, spec
 
 
-def score_file(input_path: str | Path, out: TextIO, config: RewardConfig, batch_size: int = 1024,
+def score_file(input_path: str | Path | Iterable[Mapping], out: TextIO, config: RewardConfig, batch_size: int = 1024,
                skip_invalid: bool = False, progress_bar: bool = True,
                rewards: Mapping | None = None) -> tuple[Summary, list[str]]:
     """Score every line of ``input_path`` into ``out`` (one JSON line each, input order). Returns the
     summary and the messages of skipped lines. Raises LineError on the first bad line unless
     ``skip_invalid``; a bad per-row reward spec raises ValueError naming the line. ``rewards``: reward
     functions by the names the config's terms use (see :class:`~vlrl.rewards.mixer.RewardMixer`)."""
-    path = Path(input_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
+    if isinstance(input_path, (str, Path)):
+        path = Path(input_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"input file not found: {path}")
+    else:  # records in memory (the Python API's score_completions)
+        path = input_path
     summary, errors = Summary(), []
     mixer = RewardMixer(config, rewards=rewards)
     parts: list = []  # Scores of each batch, merged for the summary
