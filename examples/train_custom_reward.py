@@ -47,7 +47,7 @@ def names_a_colour(inp: vlrl.RewardInput) -> float:
 
 def exact_answer(completions, solution, **kwargs):
     """A reward in TRL's style: lists in, a list of floats out (None would mean "does not apply")."""
-    return [1.0 if tagged(c) == s else 0.0 for c, s in zip(completions, solution)]
+    return [1.0 if tagged(c) == s else 0.0 for c, s in zip(completions, solution, strict=True)]
 
 
 def main() -> None:
