@@ -27,9 +27,11 @@ from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import (
+    advantage_setting,
     batch_baseline,
     compute_advantages,
     groups_with_signal,
+    scale_advantages,
     split_duplicates,
     weight_negatives,
 )
@@ -42,7 +44,7 @@ from vlrl.checkpoint import (
     save_checkpoint,
 )
 from vlrl.config import Config
-from vlrl.config_loader import save_config
+from vlrl.config_loader import check_config, save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows
 from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
@@ -85,7 +87,7 @@ class Trainer:
         """`resume`: continue the run in `trainer.output_dir` from its newest complete checkpoint. `overwrite`:
         delete the outputs of an earlier run there first. Without either, a directory that holds a run is
         refused (RunDirError), before any slow setup."""
-        self.cfg = cfg
+        self.cfg = check_config(cfg)  # as loading does: deprecated names resolved, cross-field checks
         self.clock = time.monotonic  # when time-based checkpoints are due; tests put a fake clock here
         self.run_dir = Path(cfg.trainer.output_dir)
         cpu = cfg.trainer.device == "cpu" or (cfg.trainer.device == "auto" and not torch.cuda.is_available())
@@ -361,13 +363,18 @@ class Trainer:
                 f"{c.rollout.max_new_tokens} tokens each), scoring and updating ...")
 
     def _advantages(self, rewards: torch.Tensor, rows, G: int) -> torch.Tensor:
-        """Per-completion advantages of this rank's rewards [N]; ``batch`` needs the whole step's rewards, so
-        every rank must call it then (one gather)."""
-        method = self.cfg.algorithm.advantage
-        if method != "batch":
-            return compute_advantages(rewards, G, method, eps=self.cfg.algorithm.advantage_eps)
-        keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
-        return batch_baseline(rewards, keys, self.accelerator.gather(rewards), self.accelerator.gather(keys))
+        """Per-completion advantages of this rank's rewards [N]: reward minus baseline, divided as
+        algorithm.scale_rewards says. A ``batch`` baseline or scale needs the whole step's rewards, so every rank
+        must call it then (gathers)."""
+        a, acc = self.cfg.algorithm, self.accelerator
+        baseline, scale = advantage_setting(a.advantage, a.scale_rewards)
+        step_rewards = acc.gather(rewards) if "batch" in (baseline, scale) else None
+        if baseline == "batch":
+            keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
+            centred = batch_baseline(rewards, keys, step_rewards, acc.gather(keys))
+        else:
+            centred = compute_advantages(rewards, G, baseline)
+        return scale_advantages(centred, rewards, G, scale, a.advantage_eps, step_rewards)
 
     def _save_due(self, step: int, done: bool) -> bool:
         """Checkpoint after `step`? At the end, every `save_every` steps, and once `save_every_minutes` have
