@@ -503,7 +503,8 @@ class Trainer:
         """Rewards of this rank's completions; with ``step`` given and ``trainer.save_completions`` due, the
         completions and their scores (of every rank, gathered) are also appended to RUN_DIR/completions.jsonl,
         so every rank must call it then."""
-        inputs, specs = reward_inputs(batch, rollouts, progress, self.cfg.rollout.max_new_tokens)
+        inputs, specs = reward_inputs(batch, rollouts, progress, self.cfg.rollout.max_new_tokens,
+                                      step=None if step is None else step + 1, seed=self.cfg.trainer.seed)
         scores = self.mixer.score(inputs, specs)
         every = self.cfg.trainer.save_completions
         # Logged under the step number metrics.jsonl gives this train step (step + 1).

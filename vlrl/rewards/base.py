@@ -42,6 +42,11 @@ class RewardInput:
     progress: float = 0.0  # training progress step / total_steps in [0, 1] (for schedules)
     num_tokens: int | None = None  # completion length in tokens, when the caller knows it
     max_tokens: int | None = None  # the rollout's max_new_tokens, when the caller knows it
+    # Where the completion was produced, when the caller knows it (training does): what makes the draw of the
+    # `random` control reproducible (vlrl.rewards.spurious).
+    row_id: str = ""  # the dataset row's id
+    step: int | None = None  # the train step, numbered as metrics.jsonl numbers it (first step: 1)
+    seed: int | None = None  # trainer.seed
 
 
 _REGISTRY: dict[str, RewardFn] = {}
