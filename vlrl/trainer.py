@@ -50,6 +50,7 @@ from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.evaluate import encode_rows, evaluate, greedy_metrics
+from vlrl.greedy_probe import finish_probe, start_probe
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.check import check_model_path
 from vlrl.models.generic import check_generic_config
@@ -69,9 +70,8 @@ from vlrl.update import (
     Optimisation,
     UpdateBatch,
     batch_logprobs,
-    filler_chunk,
     loss_totals,
-    micro_batches,
+    padded_micro_batches,
     update_policy,
     with_full_parameters,
 )
@@ -438,6 +438,11 @@ class Trainer:
                 ref = batch_logprobs(policy, forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if sum(kept):
+            probe = None
+            if cfg.algorithm.greedy_probe_prompts:  # before the update: the policy's own greedy answers
+                with timer("greedy_probe"):
+                    probe = start_probe(self.policy, self.forward, self.rollout, self.encode, acc, batch.rows,
+                                        temperature, cfg.algorithm)
             with timer("update"):
                 self.forward.train()
                 totals = loss_totals(acc, rollouts.completion_mask[rows_kept], cfg.rollout.max_new_tokens)
@@ -445,6 +450,9 @@ class Trainer:
                 optim = Optimisation(self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
                 loss_metrics = update_policy(self.policy, self.forward, acc, optim, update, cfg.algorithm)
                 self.rollout.sync_weights()
+            if probe is not None:
+                with timer("greedy_probe"):
+                    loss_metrics.update(finish_probe(probe, self.policy, self.forward, acc, temperature, cfg.algorithm))
             loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
@@ -480,11 +488,7 @@ class Trainer:
 
     def _micro_batches(self, batch, rollouts, rows_kept):
         """This rank's micro-batches, padded with fillers to the largest count of any rank (see `micro_batches`)."""
-        a = self.cfg.algorithm
-        chunks = micro_batches(batch, rollouts, rows_kept, a.micro_batch_size, max_tokens=a.micro_batch_tokens,
-                               shared_prompt=a.shared_prompt)
-        count = int(self.accelerator.gather(torch.tensor([len(chunks)], device=self.accelerator.device)).max())
-        return chunks + [filler_chunk(batch, rollouts, rows_kept)] * (count - len(chunks))
+        return padded_micro_batches(self.accelerator, batch, rollouts, rows_kept, self.cfg.algorithm)
 
     def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor, skipped: int) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""

@@ -224,3 +224,33 @@ def test_scale_rewards_batch_divides_by_the_std_of_the_steps_rewards(tiny_config
     trainer.cfg.algorithm.scale_rewards = "none"
     adv = trainer._advantages(rewards, rows=[], G=3)
     assert adv.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_greedy_probe_is_the_change_of_the_greedy_answers_logprob(tiny_config, fresh_logprobs):
+    """algorithm.greedy_probe_prompts=2: rollout/greedy_logprob_delta is, for the step's first two prompts, the
+    greedy answer's summed log-prob after the update minus before, recomputed here by transformers' own forward
+    (independent of the update's); with lr 0 the policy does not move and the delta is exactly 0. The step also
+    logs the clip fractions and ratio mean."""
+    from vlrl.rollout import generate
+
+    def run(lr: float, name: str):
+        cfg = tiny_config("algorithm.greedy_probe_prompts=2", "trainer.total_steps=1", f"optim.lr={lr}",
+                          "rollout.temperature=0.7", f"trainer.output_dir={trainer_dir(name)}")
+        trainer = Trainer(cfg)
+        rows, _ = trainer.train_reader.step_rows(trainer.sampler, 0, range(2))
+        batch = trainer.encode(rows, 1)
+        greedy = generate(trainer.policy, batch, cfg.rollout, greedy=True)
+        before = (fresh_logprobs(trainer.policy, batch, greedy, 0.7) * greedy.completion_mask).sum(-1)
+        trainer.fit()
+        after = (fresh_logprobs(trainer.policy, batch, greedy, 0.7) * greedy.completion_mask).sum(-1)
+        [line] = [ln for ln in read_metrics(cfg.trainer.output_dir) if "loss/loss" in ln]
+        return line, (after - before).mean().item()
+
+    line, expected = run(0.2, "moved")
+    assert abs(expected) > 1e-2, expected  # the update did move the greedy answers
+    assert line["rollout/greedy_logprob_delta"] == pytest.approx(expected, abs=1e-4)
+    for key in ("loss/clip_low_frac", "loss/clip_high_frac", "loss/clip_frac", "loss/ratio_mean", "perf/greedy_probe_s"):
+        assert math.isfinite(line[key]), key
+    assert line["loss/clip_frac"] == pytest.approx(line["loss/clip_low_frac"] + line["loss/clip_high_frac"])
+    line, expected = run(0.0, "still")
+    assert line["rollout/greedy_logprob_delta"] == 0.0 and expected == 0.0
