@@ -223,9 +223,9 @@ class AlgorithmConfig:
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
     greedy_probe_prompts: int = option(
-        0, "Log rollout/greedy_logprob_delta every step: for the first N prompts of each process's share of the step, "
-        "the greedy answer is decoded before the update, and the metric is the mean over them of its summed "
-        "log-prob (at rollout.temperature) after the update minus before (vlrl.greedy_probe). Costs a greedy "
+        0, "Log rollout/greedy_logprob_delta every step: for the step's first N prompts the greedy answer is decoded "
+        "before the update, and the metric is the mean over them of its summed log-prob (at rollout.temperature) "
+        "after the update minus before (vlrl.greedy_probe; the same for any number of processes). Costs a greedy "
         "decode of N prompts (up to rollout.max_new_tokens steps) and two forwards of N rows per step; 0: off.",
     )
 

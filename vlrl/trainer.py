@@ -442,7 +442,7 @@ class Trainer:
             if cfg.algorithm.greedy_probe_prompts:  # before the update: the policy's own greedy answers
                 with timer("greedy_probe"):
                     probe = start_probe(self.policy, self.forward, self.rollout, self.encode, acc, batch.rows,
-                                        temperature, cfg.algorithm)
+                                        self.rank_slice.start, temperature, cfg.algorithm)
             with timer("update"):
                 self.forward.train()
                 totals = loss_totals(acc, rollouts.completion_mask[rows_kept], cfg.rollout.max_new_tokens)
