@@ -2,7 +2,7 @@
 
 For each saved step: per true answer, the most frequent answers inside `<answer>…</answer>` ("(none)" when a
 completion has no tags); and per answer word, how many samples used it rightly / wrongly and the sum of their
-group-relative advantages (reward minus the group's mean, as `algorithm.advantage=drgrpo` computes them).
+group-relative advantages (reward minus the group's mean, as `algorithm.advantage=group` with `scale_rewards=none` computes them).
 That is how docs/tiny_demo_tuning.md traced the colour collapse:
 
     vlrl train trainer.seed=1 trainer.save_completions=10 trainer.output_dir=runs/s1

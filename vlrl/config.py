@@ -106,6 +106,12 @@ class RolloutConfig:
     )
     group_size: int = option(16, "Completions sampled per prompt (G).")
     max_new_tokens: int = option(4, "Maximum completion length in tokens.")
+    min_new_tokens: int = option(
+        0, "Minimum completion length in tokens: before it, EOS (every id of the model's eos_token_ids) cannot be "
+        "sampled and stop strings do not end a completion (one written earlier ends it at this length). Every "
+        "backend applies it (the reference and generic tier through transformers' generate(min_new_tokens=...)). "
+        "Must be <= max_new_tokens; 0: no minimum.",
+    )
     temperature: float = option(1.0, "Sampling temperature (log-probs in the update use the same).")
     top_p: float = option(1.0, "Nucleus sampling mass; 1.0 disables.")
     top_k: int = option(0, "Sample among the k most likely tokens; 0 disables.")
@@ -153,13 +159,21 @@ class RewardConfig:
 
 @dataclass
 class AlgorithmConfig:
-    advantage: Literal["grpo", "drgrpo", "rloo", "batch"] = option(
-        "drgrpo", "Advantage estimator: grpo (group mean and std), drgrpo (group mean only), rloo (leave-one-out), "
-        "batch (reward minus the mean reward of the step's completions of the same task, all processes: a "
-        "group whose answers are all wrong still pushes its answer down).",
+    advantage: Literal["group", "rloo", "batch", "grpo", "drgrpo"] = option(
+        "group", "Advantage baseline, subtracted from each reward: group (the mean of the prompt's group, GRPO), rloo "
+        "(the mean of the group's other completions, leave-one-out) or batch (the mean reward of the step's "
+        "completions of the same task, all processes: a group whose answers are all wrong still pushes its answer "
+        "down). What the difference is divided by is algorithm.scale_rewards. Deprecated aliases: grpo = group with "
+        "scale_rewards=group, drgrpo = group with scale_rewards=none.",
+    )
+    scale_rewards: Literal["group", "batch", "none"] = option(
+        "none", "What the advantage (reward minus baseline) is divided by: group (the unbiased std of the prompt's G "
+        "rewards + advantage_eps: GRPO), batch (the unbiased std of all the step's rewards, every process's, + "
+        "advantage_eps: the same for any number of processes) or none (no division: Dr.GRPO, which finds the "
+        "group std up-weights prompts that are nearly always right or always wrong).",
     )
     advantage_eps: float = option(
-        1e-6, "Added to the group's reward std before dividing (advantage=grpo): TRL's GRPOTrainer uses 1e-4, "
+        1e-6, "Added to the reward std before dividing (scale_rewards=group or batch): TRL's GRPOTrainer uses 1e-4, "
         "so set 1e-4 to compare with it like for like.",
     )
     split_duplicates: bool = option(
@@ -208,6 +222,12 @@ class AlgorithmConfig:
     )
     logprob_chunk_size: int = option(1024, "Tokens per chunk when computing log-probs from hidden states.")
     dynamic_sampling: bool = option(False, "Drop groups whose rewards are all equal (DAPO dynamic sampling).")
+    greedy_probe_prompts: int = option(
+        0, "Log rollout/greedy_logprob_delta every step: for the step's first N prompts the greedy answer is decoded "
+        "before the update, and the metric is the mean over them of its summed log-prob (at rollout.temperature) "
+        "after the update minus before (vlrl.greedy_probe; the same for any number of processes). Costs a greedy "
+        "decode of N prompts (up to rollout.max_new_tokens steps) and two forwards of N rows per step; 0: off.",
+    )
 
 
 @dataclass

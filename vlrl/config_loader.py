@@ -20,6 +20,7 @@ import re
 import textwrap
 import types
 import typing
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,34 @@ def load_config(
         _apply_mapping(cfg, data, "", str(path))
     for override in overrides:
         _apply_override(cfg, override)
+    return check_config(cfg)
+
+
+def check_config(cfg: Any) -> Any:
+    """Checks that span fields, on a loaded config (any of the dataclasses with sections `rollout`, `algorithm`):
+    deprecated values rewritten to their current names with a FutureWarning (the saved config then holds the
+    current names), contradictions raised as ConfigError. Returns ``cfg``, changed in place; a second call
+    changes nothing."""
+    rollout = getattr(cfg, "rollout", None)
+    if rollout is not None and rollout.min_new_tokens > rollout.max_new_tokens:
+        raise ConfigError(f"rollout.min_new_tokens={rollout.min_new_tokens} is more than rollout.max_new_tokens="
+                          f"{rollout.max_new_tokens}: no completion could end; lower min_new_tokens or raise "
+                          "max_new_tokens")
+    if rollout is not None and rollout.min_new_tokens < 0:
+        raise ConfigError(f"rollout.min_new_tokens must be >= 0, got {rollout.min_new_tokens}")
+    algorithm = getattr(cfg, "algorithm", None)
+    if algorithm is not None:
+        from vlrl.algorithms.advantages import ADVANTAGE_ALIASES, advantage_setting
+
+        try:
+            baseline, scale = advantage_setting(algorithm.advantage, algorithm.scale_rewards)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+        if algorithm.advantage in ADVANTAGE_ALIASES:
+            warnings.warn(f"algorithm.advantage={algorithm.advantage} is deprecated: it is algorithm.advantage="
+                          f"{baseline} algorithm.scale_rewards={scale}; write that instead", FutureWarning,
+                          stacklevel=2)
+            algorithm.advantage, algorithm.scale_rewards = baseline, scale
     return cfg
 
 

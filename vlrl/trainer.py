@@ -27,9 +27,11 @@ from accelerate.utils import broadcast, broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import (
+    advantage_setting,
     batch_baseline,
     compute_advantages,
     groups_with_signal,
+    scale_advantages,
     split_duplicates,
     weight_negatives,
 )
@@ -43,12 +45,13 @@ from vlrl.checkpoint import (
     save_checkpoint,
 )
 from vlrl.config import Config
-from vlrl.config_loader import save_config
+from vlrl.config_loader import check_config, save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows
 from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.evaluate import encode_rows, evaluate, greedy_metrics
+from vlrl.greedy_probe import finish_probe, start_probe
 from vlrl.inputs import write_inputs
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl
 from vlrl.models.check import check_model_path
@@ -69,9 +72,8 @@ from vlrl.update import (
     Optimisation,
     UpdateBatch,
     batch_logprobs,
-    filler_chunk,
     loss_totals,
-    micro_batches,
+    padded_micro_batches,
     update_policy,
     with_full_parameters,
 )
@@ -103,7 +105,7 @@ class Trainer:
         ({name: function} or a list of functions named by __name__) are the reward functions the terms of
         `cfg.reward` name (see `vlrl.rewards.mixer.RewardMixer`). `callbacks` hear every step, evaluation and
         save (`vlrl.callbacks`)."""
-        self.cfg = cfg
+        self.cfg = cfg = check_config(cfg)  # as loading does: deprecated names resolved, cross-field checks
         self.callbacks = as_callbacks(callbacks)
         self.clock = time.monotonic  # when time-based checkpoints are due; tests put a fake clock here
         self.run_dir = Path(cfg.trainer.output_dir)
@@ -387,13 +389,18 @@ class Trainer:
                 f"{c.rollout.max_new_tokens} tokens each), scoring and updating ...")
 
     def _advantages(self, rewards: torch.Tensor, rows, G: int) -> torch.Tensor:
-        """Per-completion advantages of this rank's rewards [N]; ``batch`` needs the whole step's rewards, so
-        every rank must call it then (one gather)."""
-        method = self.cfg.algorithm.advantage
-        if method != "batch":
-            return compute_advantages(rewards, G, method, eps=self.cfg.algorithm.advantage_eps)
-        keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
-        return batch_baseline(rewards, keys, self.accelerator.gather(rewards), self.accelerator.gather(keys))
+        """Per-completion advantages of this rank's rewards [N]: reward minus baseline, divided as
+        algorithm.scale_rewards says. A ``batch`` baseline or scale needs the whole step's rewards, so every rank
+        must call it then (gathers)."""
+        a, acc = self.cfg.algorithm, self.accelerator
+        baseline, scale = advantage_setting(a.advantage, a.scale_rewards)
+        step_rewards = acc.gather(rewards) if "batch" in (baseline, scale) else None
+        if baseline == "batch":
+            keys = torch.tensor([self.task_keys[r.task] for r in rows], device=rewards.device).repeat_interleave(G)
+            centred = batch_baseline(rewards, keys, step_rewards, acc.gather(keys))
+        else:
+            centred = compute_advantages(rewards, G, baseline)
+        return scale_advantages(centred, rewards, G, scale, a.advantage_eps, step_rewards)
 
     def _save_due(self, step: int, done: bool) -> bool:
         """Checkpoint after `step`? At the end, every `save_every` steps, and once `save_every_minutes` have
@@ -457,6 +464,11 @@ class Trainer:
                 ref = batch_logprobs(policy, forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if sum(kept):
+            probe = None
+            if cfg.algorithm.greedy_probe_prompts:  # before the update: the policy's own greedy answers
+                with timer("greedy_probe"):
+                    probe = start_probe(self.policy, self.forward, self.rollout, self.encode, acc, batch.rows,
+                                        self.rank_slice.start, temperature, cfg.algorithm)
             with timer("update"):
                 self.forward.train()
                 totals = loss_totals(acc, rollouts.completion_mask[rows_kept], cfg.rollout.max_new_tokens)
@@ -464,6 +476,9 @@ class Trainer:
                 optim = Optimisation(self.optimizer, self.scheduler, cfg.optim.max_grad_norm)
                 loss_metrics = update_policy(self.policy, self.forward, acc, optim, update, cfg.algorithm)
                 self.rollout.sync_weights()
+            if probe is not None:
+                with timer("greedy_probe"):
+                    loss_metrics.update(finish_probe(probe, self.policy, self.forward, acc, temperature, cfg.algorithm))
             loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
@@ -499,11 +514,7 @@ class Trainer:
 
     def _micro_batches(self, batch, rollouts, rows_kept):
         """This rank's micro-batches, padded with fillers to the largest count of any rank (see `micro_batches`)."""
-        a = self.cfg.algorithm
-        chunks = micro_batches(batch, rollouts, rows_kept, a.micro_batch_size, max_tokens=a.micro_batch_tokens,
-                               shared_prompt=a.shared_prompt)
-        count = int(self.accelerator.gather(torch.tensor([len(chunks)], device=self.accelerator.device)).max())
-        return chunks + [filler_chunk(batch, rollouts, rows_kept)] * (count - len(chunks))
+        return padded_micro_batches(self.accelerator, batch, rollouts, rows_kept, self.cfg.algorithm)
 
     def _gathered_metrics(self, scores, rollouts, keep: torch.Tensor, skipped: int) -> dict[str, float]:
         """Reward and rollout metrics of the whole step: every rank's scores and lengths, gathered."""
@@ -522,7 +533,8 @@ class Trainer:
         """Rewards of this rank's completions; with ``step`` given and ``trainer.save_completions`` due, the
         completions and their scores (of every rank, gathered) are also appended to RUN_DIR/completions.jsonl,
         so every rank must call it then."""
-        inputs, specs = reward_inputs(batch, rollouts, progress, self.cfg.rollout.max_new_tokens)
+        inputs, specs = reward_inputs(batch, rollouts, progress, self.cfg.rollout.max_new_tokens,
+                                      step=None if step is None else step + 1, seed=self.cfg.trainer.seed)
         scores = self.mixer.score(inputs, specs)
         every = self.cfg.trainer.save_completions
         # Logged under the step number metrics.jsonl gives this train step (step + 1).

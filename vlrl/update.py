@@ -18,6 +18,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from vlrl.algorithms import LossStats, policy_loss, token_logprobs
+from vlrl.algorithms.loss import TOKEN_MEANS
 from vlrl.config import AlgorithmConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.base import generated_positions, next_positions
@@ -245,6 +246,16 @@ def micro_batches(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, si
     return out
 
 
+def padded_micro_batches(accelerator, batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor, cfg: AlgorithmConfig
+                         ) -> list:
+    """This rank's `micro_batches` of `rows` (algorithm.micro_batch_size / micro_batch_tokens / shared_prompt),
+    padded with fillers to the largest count of any rank. Every rank must call it (one gather)."""
+    chunks = micro_batches(batch, rollouts, rows, cfg.micro_batch_size, max_tokens=cfg.micro_batch_tokens,
+                           shared_prompt=cfg.shared_prompt)
+    count = int(accelerator.gather(torch.tensor([len(chunks)], device=accelerator.device)).max())
+    return chunks + [filler_chunk(batch, rollouts, rows)] * (count - len(chunks))
+
+
 def filler_chunk(batch: PromptBatch, rollouts: Rollouts, rows: torch.Tensor) -> tuple[torch.Tensor, SequenceBatch]:
     """A micro-batch with no positions (rollout row 0 as input, weighted 0 in the loss), to even out counts."""
     return rows.new_zeros(0), gather_sequences(batch, rollouts, rows.new_zeros(1))
@@ -305,13 +316,16 @@ class Optimisation:
 
 def update_policy(policy, forward, accelerator, optim: Optimisation, batch: UpdateBatch,
                   cfg: AlgorithmConfig) -> dict[str, float]:
-    """`cfg.updates_per_batch` optimiser steps over `batch`; returns loss metrics averaged over micro-batches of
-    all ranks. Every rank must call it with the same number of chunks."""
+    """`cfg.updates_per_batch` optimiser steps over `batch`; returns loss metrics of all ranks and updates: the loss
+    terms as one update's value, the rest (`TOKEN_MEANS`: clip fractions, ratio mean, ...) as means over every
+    completion token the updates saw. Every rank must call it with the same number of chunks."""
     chunks, advantages, totals, temperature = batch.chunks, batch.advantages, batch.totals, batch.temperature
     old_logp, ref_logp = batch.old_logp, batch.ref_logp
     optimizer, scheduler, max_grad_norm = optim.optimizer, optim.scheduler, optim.max_grad_norm
     names = list(LossStats.__dataclass_fields__)
-    sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # metric sums over real micro-batches, then count
+    # Over real micro-batches and ranks: the loss terms summed, the token means summed weighted by the
+    # micro-batch's tokens (so they are means over every completion token of the step), then the token count.
+    sums = torch.zeros(len(names) + 1, dtype=torch.float64)
     grad_norm = None
     for _ in range(cfg.updates_per_batch):
         for k, (mb, seqs) in enumerate(chunks):
@@ -330,16 +344,17 @@ def update_policy(policy, forward, accelerator, optim: Optimisation, batch: Upda
                     num_tokens=totals.num_tokens, num_seqs=totals.num_seqs, max_len=totals.max_len,
                 )
                 accelerator.backward(loss)
-            values = stats.metrics("")
-            sums += torch.tensor([values[n] for n in names] + [1.0], dtype=torch.float64)
+            values, tokens = stats.metrics(""), float(seqs.mask.sum())
+            sums += torch.tensor([values[n] * (tokens if n in TOKEN_MEANS else 1.0) for n in names] + [tokens],
+                                 dtype=torch.float64)
         if max_grad_norm > 0:
             grad_norm = accelerator.clip_grad_norm_(forward.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
-    count = max(float(sums[-1]), 1.0)
-    out = {f"loss/{n}": float(v) / count for n, v in zip(names, sums.tolist(), strict=False)}
+    tokens = max(float(sums[-1]), 1.0)
+    out = {f"loss/{n}": float(v) / tokens for n, v in zip(names, sums.tolist(), strict=False) if n in TOKEN_MEANS}
     # Loss terms are aggregated with global totals: per rank, one update's value is the sum over its
     # micro-batches; over ranks, the mean (see LossTotals).
     updates = cfg.updates_per_batch * accelerator.num_processes

@@ -57,6 +57,9 @@ def _overrides(model_dir, data_dir, out_dir) -> list[str]:
         "trainer.progress_bar=false", "trainer.device=cpu", "reward.workers=0", "trainer.log_samples_every=1",
         # 4 micro-batches in one process, 2 per rank in two: gradients accumulate across no_sync backwards.
         "algorithm.micro_batch_size=4", "algorithm.updates_per_batch=2",
+        # The step's reward std (both ranks' rewards) and the probe of the step's first 2 prompts (rank 0's; rank 1
+        # probes its own too, uncounted): each the same for one process and two.
+        "algorithm.scale_rewards=batch", "algorithm.greedy_probe_prompts=2",
         # Adam with eps=1 steps ~ lr * gradient (its first steps are otherwise ~ lr * sign(gradient), which
         # hides a wrong gradient scale, and moves a weight whose gradient is rounding noise by a full lr).
         "optim.eps=1.0", "optim.lr=0.2", "optim.warmup_steps=0",

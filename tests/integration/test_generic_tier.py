@@ -259,3 +259,36 @@ def test_an_unsupported_model_is_refused_naming_families_and_the_generic_tier(tm
     for name in ("qwen2_vl (Qwen2-VL)", "qwen2_5_vl (Qwen2.5-VL)", "qwen3_vl (Qwen3-VL)", "generic tier",
                  "AutoModelForImageTextToText"):
         assert name in message
+
+
+def test_min_new_tokens_is_generates_own(policy):
+    """rollout.min_new_tokens on the generic tier: with EOS made likely (its output row a long random direction,
+    so it wins for about half of all hidden states), greedy completions end early without the minimum, hold at
+    least N tokens with it, and equal transformers' generate(min_new_tokens=N) on each prompt alone."""
+    n_min, t_max = 3, 8
+    batch = _batch(policy, group_size=1)
+    head = policy.lm_head.weight
+    saved = head.data.clone()
+    eos = policy.eos_token_ids[0]
+    direction = torch.randn(head.shape[1], generator=torch.Generator().manual_seed(0))
+    try:
+        head.data[eos] = direction / direction.norm() * head.data.norm(dim=1).max() * 8
+        with torch.no_grad():
+            cfg = RolloutConfig(backend="reference", max_new_tokens=t_max)
+            free = generate(policy, batch, cfg, greedy=True)
+            ours = generate(policy, batch, RolloutConfig(backend="reference", max_new_tokens=t_max,
+                                                         min_new_tokens=n_min), greedy=True)
+            expected = []
+            for row in batch.rows:
+                enc = _processor_inputs(policy, row)
+                out = policy.core.generate(**enc, max_new_tokens=t_max, min_new_tokens=n_min, do_sample=False,
+                                           suppress_tokens=list(policy.banned_token_ids),
+                                           eos_token_id=list(policy.eos_token_ids), pad_token_id=policy.pad_token_id)
+                expected.append(out[0, enc["input_ids"].shape[1]:].tolist())
+    finally:
+        head.data.copy_(saved)
+    assert (free.lengths < n_min).any()  # the premise: EOS comes early without a minimum
+    assert (ours.lengths >= n_min).all() and ours.finished.any(), ours.lengths.tolist()
+    for p, want in enumerate(expected):
+        n = int(ours.completion_mask[p].sum())
+        assert ours.completion_ids[p, :n].tolist() == want and n == len(want), batch.rows[p].id

@@ -200,9 +200,57 @@ def test_batches_leave_the_encoder_complete_and_the_backend_hears_of_each_update
     assert trainer.rollout is backend and backend.weight_version == 3
 
 
-def test_advantage_eps_reaches_the_grpo_division(tiny_config):
+def test_advantage_eps_reaches_the_group_std_division(tiny_config):
     """Rewards [1, 0, 0, 1] of one group: mean 0.5, unbiased std sqrt(1/3) = 0.577350; with eps 0.1 the
     advantages are +-0.5 / 0.677350 = +-0.738170 (with the default 1e-6 they would be +-0.866024)."""
-    trainer = Trainer(tiny_config("algorithm.advantage=grpo", "algorithm.advantage_eps=0.1"))
+    trainer = Trainer(tiny_config("algorithm.scale_rewards=group", "algorithm.advantage_eps=0.1"))
     adv = trainer._advantages(torch.tensor([1.0, 0.0, 0.0, 1.0]), rows=[], G=4)
     assert adv.tolist() == pytest.approx([0.738170, -0.738170, -0.738170, 0.738170], abs=1e-6)
+
+
+def test_scale_rewards_batch_divides_by_the_std_of_the_steps_rewards(tiny_config):
+    """algorithm.scale_rewards=batch in the trainer, group baseline, G = 3, eps 0.
+    Rewards [1, 0, 0 | 1, 1, 1]: group means 1/3 and 1 -> centred [2/3, -1/3, -1/3, 0, 0, 0]. The step's six
+    rewards have mean 2/3, squared deviations 4 * 1/9 + 2 * 4/9 = 4/3, unbiased var 4/15, std 0.516398 ->
+    [1.290994, -0.645497, -0.645497, 0, 0, 0]. scale_rewards=none leaves the centred values; the deprecated
+    advantage=drgrpo loads as advantage=group scale_rewards=none."""
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    trainer = Trainer(tiny_config("algorithm.scale_rewards=batch", "algorithm.advantage_eps=0"))
+    adv = trainer._advantages(rewards, rows=[], G=3)
+    assert adv.tolist() == pytest.approx([1.290994, -0.645497, -0.645497, 0.0, 0.0, 0.0], abs=1e-6)
+    with pytest.warns(FutureWarning, match="drgrpo is deprecated"):
+        cfg = tiny_config("algorithm.advantage=drgrpo")
+    assert (cfg.algorithm.advantage, cfg.algorithm.scale_rewards) == ("group", "none")
+    trainer.cfg.algorithm.scale_rewards = "none"
+    adv = trainer._advantages(rewards, rows=[], G=3)
+    assert adv.tolist() == pytest.approx([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_greedy_probe_is_the_change_of_the_greedy_answers_logprob(tiny_config, fresh_logprobs):
+    """algorithm.greedy_probe_prompts=2: rollout/greedy_logprob_delta is, for the step's first two prompts, the
+    greedy answer's summed log-prob after the update minus before, recomputed here by transformers' own forward
+    (independent of the update's); with lr 0 the policy does not move and the delta is exactly 0. The step also
+    logs the clip fractions and ratio mean."""
+    from vlrl.rollout import generate
+
+    def run(lr: float, name: str):
+        cfg = tiny_config("algorithm.greedy_probe_prompts=2", "trainer.total_steps=1", f"optim.lr={lr}",
+                          "rollout.temperature=0.7", f"trainer.output_dir={trainer_dir(name)}")
+        trainer = Trainer(cfg)
+        rows, _ = trainer.train_reader.step_rows(trainer.sampler, 0, range(2))
+        batch = trainer.encode(rows, 1)
+        greedy = generate(trainer.policy, batch, cfg.rollout, greedy=True)
+        before = (fresh_logprobs(trainer.policy, batch, greedy, 0.7) * greedy.completion_mask).sum(-1)
+        trainer.fit()
+        after = (fresh_logprobs(trainer.policy, batch, greedy, 0.7) * greedy.completion_mask).sum(-1)
+        [line] = [ln for ln in read_metrics(cfg.trainer.output_dir) if "loss/loss" in ln]
+        return line, (after - before).mean().item()
+
+    line, expected = run(0.2, "moved")
+    assert abs(expected) > 1e-2, expected  # the update did move the greedy answers
+    assert line["rollout/greedy_logprob_delta"] == pytest.approx(expected, abs=1e-4)
+    for key in ("loss/clip_low_frac", "loss/clip_high_frac", "loss/clip_frac", "loss/ratio_mean", "perf/greedy_probe_s"):
+        assert math.isfinite(line[key]), key
+    assert line["loss/clip_frac"] == pytest.approx(line["loss/clip_low_frac"] + line["loss/clip_high_frac"])
+    line, expected = run(0.0, "still")
+    assert line["rollout/greedy_logprob_delta"] == 0.0 and expected == 0.0

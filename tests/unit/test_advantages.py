@@ -149,3 +149,61 @@ def test_batch_baseline_uses_the_whole_step():
     assert torch.allclose(part, torch.tensor([0.375, -0.625, 0.0]))
     with pytest.raises(ValueError, match="no completion"):
         batch_baseline(torch.tensor([1.0]), torch.tensor([2]), rewards, keys)
+
+
+# Two groups of G = 3 (a prompt answered right once, a prompt always right) for algorithm.scale_rewards.
+# group 0: [1, 0, 0]  mean 1/3, centred [2/3, -1/3, -1/3]; sum of squares 4/9 + 1/9 + 1/9 = 6/9,
+#          unbiased var (6/9) / 2 = 1/3, std_g = 0.577350
+# group 1: [1, 1, 1]  mean 1, centred [0, 0, 0], std_g = 0
+REWARDS_TWO_GROUPS = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+CENTRED_TWO_GROUPS = torch.tensor([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0])
+
+
+def test_scale_rewards_table_by_hand():
+    from vlrl.algorithms.advantages import scale_advantages
+
+    centred = compute_advantages(REWARDS_TWO_GROUPS, 3, "group")
+    torch.testing.assert_close(centred, CENTRED_TWO_GROUPS)
+    # none (Dr.GRPO): no division.
+    torch.testing.assert_close(scale_advantages(centred, REWARDS_TWO_GROUPS, 3, "none"), CENTRED_TWO_GROUPS)
+    # group: / (std_g + eps), eps 0 -> group 0: (2/3) / 0.577350 = 1.154701, (-1/3) / 0.577350 = -0.577350;
+    # group 1: 0 / (0 + eps) = 0 (with eps = 0 it would be 0/0, so use the default 1e-6 there).
+    got = scale_advantages(centred, REWARDS_TWO_GROUPS, 3, "group", eps=1e-6)
+    assert got.tolist() == pytest.approx([1.154699, -0.577349, -0.577349, 0.0, 0.0, 0.0], abs=1e-5)
+    # and it is exactly the old grpo estimator
+    assert torch.equal(got, compute_advantages(REWARDS_TWO_GROUPS, 3, "grpo"))
+    # batch: all six rewards [1, 0, 0, 1, 1, 1]: mean 4/6 = 2/3; deviations [1/3, -2/3, -2/3, 1/3, 1/3, 1/3];
+    # sum of squares 4 * 1/9 + 2 * 4/9 = 12/9 = 4/3; unbiased var (4/3) / 5 = 4/15, std = 0.516398
+    # -> group 0: (2/3) / 0.516398 = 1.290994, (-1/3) / 0.516398 = -0.645497; group 1 stays 0.
+    got = scale_advantages(centred, REWARDS_TWO_GROUPS, 3, "batch", eps=0.0, step_rewards=REWARDS_TWO_GROUPS)
+    assert got.tolist() == pytest.approx([1.290994, -0.645497, -0.645497, 0.0, 0.0, 0.0], abs=1e-6)
+
+
+def test_batch_scale_reads_the_whole_step_not_this_processes_share():
+    from vlrl.algorithms.advantages import scale_advantages
+
+    # Two processes, one group each: process 0 holds group 0 of the table above. Its divisor is the std of the
+    # whole step's six rewards (0.516398), not of its own three (0.577350): -> (2/3) / 0.516398 = 1.290994.
+    mine = REWARDS_TWO_GROUPS[:3]
+    got = scale_advantages(compute_advantages(mine, 3, "group"), mine, 3, "batch", eps=0.0,
+                           step_rewards=REWARDS_TWO_GROUPS)
+    assert got.tolist() == pytest.approx([1.290994, -0.645497, -0.645497], abs=1e-6)
+    with pytest.raises(ValueError, match="step_rewards"):
+        scale_advantages(mine, mine, 3, "batch")
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        scale_advantages(mine, mine, 1, "group")
+
+
+def test_advantage_aliases_resolve_and_contradictions_raise():
+    from vlrl.algorithms.advantages import advantage_setting
+
+    assert advantage_setting("grpo", "none") == ("group", "group")  # grpo with the default scale
+    assert advantage_setting("grpo", "group") == ("group", "group")
+    assert advantage_setting("drgrpo", "none") == ("group", "none")
+    assert advantage_setting("rloo", "batch") == ("rloo", "batch")
+    with pytest.raises(ValueError, match="contradicts scale_rewards=batch"):
+        advantage_setting("grpo", "batch")
+    with pytest.raises(ValueError, match="contradicts scale_rewards=group"):
+        advantage_setting("drgrpo", "group")
+    with pytest.raises(ValueError, match="unknown algorithm.advantage"):
+        advantage_setting("ppo", "none")

@@ -330,3 +330,27 @@ def test_repo_config_files_load(path):
 def test_tiny_cpu_yaml_equals_the_builtin_defaults():
     # `vlrl train` with no argument runs the defaults; configs/tiny_cpu.yaml claims to spell them out.
     assert load_config(Config, REPO / "configs" / "tiny_cpu.yaml") == Config()
+
+
+def test_deprecated_advantage_names_load_as_their_current_names():
+    import warnings
+
+    with pytest.warns(FutureWarning, match="algorithm.advantage=grpo is deprecated"):
+        cfg = load_config(Config, None, ["algorithm.advantage=grpo"])
+    assert (cfg.algorithm.advantage, cfg.algorithm.scale_rewards) == ("group", "group")
+    with pytest.warns(FutureWarning, match="drgrpo"):
+        cfg = load_config(Config, None, ["algorithm.advantage=drgrpo"])
+    assert (cfg.algorithm.advantage, cfg.algorithm.scale_rewards) == ("group", "none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the current names load without a warning
+        cfg = load_config(Config, None, ["algorithm.advantage=rloo", "algorithm.scale_rewards=batch"])
+    assert (cfg.algorithm.advantage, cfg.algorithm.scale_rewards) == ("rloo", "batch")
+    with pytest.raises(ConfigError, match="contradicts"):
+        load_config(Config, None, ["algorithm.advantage=drgrpo", "algorithm.scale_rewards=batch"])
+
+
+def test_min_new_tokens_over_max_new_tokens_is_refused_at_load():
+    cfg = load_config(Config, None, ["rollout.max_new_tokens=8", "rollout.min_new_tokens=8"])
+    assert cfg.rollout.min_new_tokens == 8
+    with pytest.raises(ConfigError, match=r"rollout.min_new_tokens=9 is more than rollout.max_new_tokens=8"):
+        load_config(Config, None, ["rollout.max_new_tokens=8", "rollout.min_new_tokens=9"])

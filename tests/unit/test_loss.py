@@ -350,7 +350,8 @@ def test_masked_garbage_leaves_loss_and_grads_finite(level, mode):
 
 def test_stats_metrics_names():
     stats = LossStats(
-        loss=1.0, pg_loss=2.0, kl=3.0, entropy=4.0, clip_frac=0.5, ratio_mean=1.0, approx_kl=0.1
+        loss=1.0, pg_loss=2.0, kl=3.0, entropy=4.0, clip_frac=0.5, clip_low_frac=0.2, clip_high_frac=0.3,
+        ratio_mean=1.0, approx_kl=0.1
     )
     assert stats.metrics() == {
         "loss/loss": 1.0,
@@ -358,6 +359,8 @@ def test_stats_metrics_names():
         "loss/kl": 3.0,
         "loss/entropy": 4.0,
         "loss/clip_frac": 0.5,
+        "loss/clip_low_frac": 0.2,
+        "loss/clip_high_frac": 0.3,
         "loss/ratio_mean": 1.0,
         "loss/approx_kl": 0.1,
     }
@@ -371,3 +374,27 @@ def test_policy_loss_errors():
         policy_loss(x, x, torch.zeros(2), mask, **CLIP, aggregation="sum")
     with pytest.raises(ValueError, match=r"\[N\]=2"):
         policy_loss(x, x, torch.zeros(2, 1), mask, **CLIP)
+
+
+def test_clip_fractions_and_ratio_mean_by_hand():
+    # Two completions, clip_low 0.2 / clip_high 0.28 (the band is [0.8, 1.28]); old log-probs 0, so ratio = exp(logp).
+    #   row 0, A = +1, ratios [0.5, 1.0, 1.5]: 1.5 > 1.28 with A > 0 -> clipped high (its gradient is 0);
+    #          0.5 < 0.8 but A > 0: min(r*A, clip(r)*A) is the unclipped 0.5, so not clipped.
+    #   row 1, A = -1, ratios [0.5, 2.0, (masked 9.0)]: 0.5 < 0.8 with A < 0 -> clipped low;
+    #          2.0 > 1.28 but A < 0: the unclipped -2.0 is the min, so not clipped. The masked token counts nowhere.
+    # Five tokens: clip_low_frac 1/5, clip_high_frac 1/5, clip_frac 2/5;
+    # ratio_mean (0.5 + 1.0 + 1.5 + 0.5 + 2.0) / 5 = 5.5 / 5 = 1.1.
+    ratios = torch.tensor([[0.5, 1.0, 1.5], [0.5, 2.0, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    _, stats = policy_loss(ratios.log(), torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask, clip_low=0.2,
+                           clip_high=0.28)
+    assert stats.clip_low_frac == pytest.approx(0.2)
+    assert stats.clip_high_frac == pytest.approx(0.2)
+    assert stats.clip_frac == pytest.approx(0.4)
+    assert stats.ratio_mean == pytest.approx(1.1)
+    names = stats.metrics()
+    assert {"loss/clip_low_frac", "loss/clip_high_frac", "loss/clip_frac", "loss/ratio_mean"} <= set(names)
+    # Decoupled bounds are read separately: widening clip_high to 0.6 (band top 1.6) unclips row 0's 1.5 only.
+    _, wide = policy_loss(ratios.log(), torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask, clip_low=0.2,
+                          clip_high=0.6)
+    assert (wide.clip_low_frac, wide.clip_high_frac) == (pytest.approx(0.2), 0.0)

@@ -49,3 +49,28 @@ def test_stop_checker_sees_strings_spanning_tokens():
     eos = ids("<|im_end|>")
     tokens = torch.tensor(rows + [[ids("is"), eos, ids("red"), ids("red")]])
     assert scan_stops(tok, tokens, [eos], ["is red"]).tolist() == [4, 0, 0]
+
+
+def test_stop_strings_wait_for_min_new_tokens():
+    """rollout.min_new_tokens: a row is tested for stop strings only once it holds that many tokens. "is red"
+    completes at token 2 of row 0 ("is red blue red"); with a minimum of 3 the row ends at token 3 instead, and the
+    post-hoc scan agrees. Row 1 ("red is red red") completes it at token 3, which the minimum does not move."""
+    tok = build_tiny_tokenizer(WORDS)
+    ids = tok.convert_tokens_to_ids
+    tokens = torch.tensor([[ids(w) for w in "is red blue red".split()], [ids(w) for w in "red is red red".split()]])
+    eos = ids("<|im_end|>")
+    assert scan_stops(tok, tokens, [eos], ["is red"]).tolist() == [2, 3]
+    assert scan_stops(tok, tokens, [eos], ["is red"], min_tokens=3).tolist() == [3, 3]
+    checker = StopChecker(tok, ["is red"], num_rows=2, min_tokens=3)
+    assert checker.update([0, 1], tokens[:, 0].tolist()) == [] and checker.update([0, 1], tokens[:, 1].tolist()) == []
+    assert checker.update([0, 1], tokens[:, 2].tolist()) == [0, 1] and checker.stop_at.tolist() == [3, 3]
+
+
+def test_eos_is_banned_before_min_new_tokens():
+    from vlrl.rollout.sampling import banned_at
+
+    banned, eos = torch.tensor([7, 8]), torch.tensor([1, 2])
+    assert banned_at(0, banned, eos, 2).tolist() == [7, 8, 1, 2]
+    assert banned_at(1, banned, eos, 2).tolist() == [7, 8, 1, 2]
+    assert banned_at(2, banned, eos, 2).tolist() == [7, 8]
+    assert banned_at(0, banned, eos, 0).tolist() == [7, 8]

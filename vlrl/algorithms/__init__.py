@@ -3,9 +3,11 @@ log-probs. Pure tensor functions behind small registries; no model, optimiser or
 
 from vlrl.algorithms.advantages import (
     ADVANTAGE_ESTIMATORS,
+    advantage_setting,
     batch_baseline,
     compute_advantages,
     groups_with_signal,
+    scale_advantages,
     split_duplicates,
     weight_negatives,
 )
@@ -14,6 +16,7 @@ from vlrl.algorithms.logprobs import logits_logprobs, token_logprobs
 from vlrl.algorithms.loss import AGGREGATIONS, RATIO_LEVELS, LossStats, aggregate, policy_loss
 
 __all__ = [
+    "advantage_setting",
     "batch_baseline",
     "ADVANTAGE_ESTIMATORS",
     "AGGREGATIONS",
@@ -25,6 +28,7 @@ __all__ = [
     "groups_with_signal",
     "kl_penalty",
     "policy_loss",
+    "scale_advantages",
     "split_duplicates",
     "logits_logprobs",
     "token_logprobs",

@@ -15,6 +15,12 @@ the completion then shares that advantage. Estimators:
 Departures: none in the formulas. Where they differ from the papers is only that DAPO's dynamic sampling is
 exposed as a mask (``groups_with_signal``) for the caller to filter and refill with, not done here.
 
+Baseline and scale are two choices (``algorithm.advantage``, ``algorithm.scale_rewards``): ``centred_advantages``
+subtracts a baseline (``group`` mean, ``rloo``, or the step's per-task mean ``batch``), ``scale_advantages``
+divides by a std (``group``: the prompt's G rewards, GRPO; ``batch``: every reward of the step, as TRL's
+``scale_rewards="batch"``; ``none``: Dr.GRPO). ``grpo`` and ``drgrpo`` are the two combinations the field named
+first (``ADVANTAGE_ALIASES``); ``compute_advantages`` keeps them as estimators.
+
 ``split_duplicates`` divides each advantage by the number of identical completions in the group (see its
 docstring); it is not from a paper.
 
@@ -52,8 +58,14 @@ def _rloo(grouped: Tensor, eps: float) -> Tensor:
 ADVANTAGE_ESTIMATORS: dict[str, AdvantageFn] = {
     "grpo": _grpo,
     "drgrpo": _drgrpo,
+    "group": _drgrpo,  # the group-mean baseline alone (scale_advantages divides, if asked)
     "rloo": _rloo,
 }
+
+BASELINES = ("group", "rloo", "batch")  # algorithm.advantage
+SCALES = ("group", "batch", "none")  # algorithm.scale_rewards
+# Deprecated values of algorithm.advantage -> (baseline, scale_rewards) they stand for.
+ADVANTAGE_ALIASES: dict[str, tuple[str, str]] = {"grpo": ("group", "group"), "drgrpo": ("group", "none")}
 
 # Estimators that are undefined for a group of one (unbiased std, leave-one-out mean).
 _NEEDS_TWO = {"grpo", "rloo"}
@@ -86,6 +98,54 @@ def compute_advantages(rewards: Tensor, group_size: int, method: str, eps: float
         rewards = rewards.float()
     grouped = _grouped(rewards, group_size)  # [P, G]
     return ADVANTAGE_ESTIMATORS[method](grouped, eps).reshape(-1)
+
+
+def advantage_setting(advantage: str, scale_rewards: str) -> tuple[str, str]:
+    """(baseline, scale) of ``algorithm.advantage`` / ``algorithm.scale_rewards``, the deprecated aliases resolved:
+    ``grpo`` is group + group, ``drgrpo`` group + none. ``scale_rewards`` is read as given unless an alias fixes
+    it: ``grpo`` with the default ``none`` means group (what ``grpo`` always meant), ``grpo`` with ``batch`` and
+    ``drgrpo`` with anything but ``none`` contradict themselves and raise."""
+    if scale_rewards not in SCALES:
+        raise ValueError(f"unknown algorithm.scale_rewards {scale_rewards!r}; valid: {list(SCALES)}")
+    if advantage in ADVANTAGE_ALIASES:
+        baseline, scale = ADVANTAGE_ALIASES[advantage]
+        if scale_rewards not in ("none", scale):
+            raise ValueError(f"algorithm.advantage={advantage} (deprecated) means advantage={baseline} "
+                             f"scale_rewards={scale}, which contradicts scale_rewards={scale_rewards}; write "
+                             f"algorithm.advantage={baseline} algorithm.scale_rewards={scale_rewards}")
+        return baseline, scale
+    if advantage not in BASELINES:
+        raise ValueError(f"unknown algorithm.advantage {advantage!r}; valid: {list(BASELINES)} "
+                         f"(deprecated: {sorted(ADVANTAGE_ALIASES)})")
+    return advantage, scale_rewards
+
+
+def scale_advantages(centred: Tensor, rewards: Tensor, group_size: int, scale: str, eps: float = 1e-6,
+                     step_rewards: Tensor | None = None) -> Tensor:
+    """Advantages [N] (reward minus baseline, group-contiguous) divided as ``scale`` says.
+
+    - ``group``: by std_g + eps, std_g the unbiased std of the G rewards of each completion's group;
+    - ``batch``: by std + eps, std the unbiased std of ``step_rewards`` [M] (the whole step's rewards, every
+      process's, gathered: the divisor is then the same however many processes split the step);
+    - ``none``: unchanged (Dr.GRPO).
+
+    rewards: [N], the rewards ``centred`` came from. A group (or step) whose rewards are all equal has std 0, and
+    its advantages stay 0 / eps = 0 when the baseline is its mean.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale_rewards {scale!r}; valid: {list(SCALES)}")
+    if scale == "none":
+        return centred
+    if scale == "group":
+        if group_size < 2:
+            raise ValueError(f"scale_rewards=group needs group_size >= 2, got group_size={group_size}")
+        grouped = _grouped(rewards.to(centred.dtype), group_size)  # [P, G]
+        std = grouped.std(dim=1, unbiased=True, keepdim=True).expand_as(grouped).reshape(-1)  # [N]
+    else:
+        if step_rewards is None or step_rewards.numel() < 2:
+            raise ValueError("scale_rewards=batch needs the step's rewards (step_rewards), at least two of them")
+        std = step_rewards.to(centred.dtype).std(unbiased=True)  # []
+    return centred / (std + eps)
 
 
 def split_duplicates(advantages: Tensor, completion_ids: Tensor, mask: Tensor, group_size: int) -> Tensor:

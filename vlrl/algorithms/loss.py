@@ -41,13 +41,15 @@ from vlrl.algorithms.kl import kl_penalty
 class LossStats:
     """Detached floats for logging. ``loss`` and ``pg_loss`` are the aggregated terms of this call (with the
     caller's global totals they sum over micro-batches); the others are plain means over this call's
-    masked tokens."""
+    masked tokens (``TOKEN_MEANS``)."""
 
     loss: float
     pg_loss: float
     kl: float  # mean per-token KL estimate to the reference; 0.0 without a reference
     entropy: float  # mean per-token entropy; 0.0 when none is given
     clip_frac: float  # fraction of tokens where the clipped term was the active one (its gradient is 0)
+    clip_low_frac: float  # of those, ratio < 1 - clip_low with a negative advantage
+    clip_high_frac: float  # ratio > 1 + clip_high with a positive advantage (clip_frac = low + high)
     ratio_mean: float  # mean importance ratio (the sequence ratio at each token for ratio_level="sequence")
     approx_kl: float  # 0.5 * mean((logp - old_logp) ** 2): drift from the behaviour policy
 
@@ -93,6 +95,8 @@ AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
 }
 
 RATIO_LEVELS = ("token", "sequence")
+# LossStats fields that are means over tokens (the rest are the aggregated loss terms).
+TOKEN_MEANS = ("kl", "entropy", "clip_frac", "clip_low_frac", "clip_high_frac", "ratio_mean", "approx_kl")
 
 
 def aggregate(
@@ -203,12 +207,15 @@ def policy_loss(
             loss = loss - entropy_coef * aggregate(entropy, mask, **agg)
 
     with torch.no_grad():
+        positive, negative = adv > 0, adv < 0  # [N, 1]
         stats = LossStats(
             loss=loss.item(),
             pg_loss=pg_loss.item(),
             kl=kl_mean,
             entropy=entropy_mean,
             clip_frac=_masked_mean((pg_clipped > pg_unclipped).to(weights.dtype), weights),
+            clip_low_frac=_masked_mean(((ratio < 1.0 - clip_low) & negative).to(weights.dtype), weights),
+            clip_high_frac=_masked_mean(((ratio > 1.0 + clip_high) & positive).to(weights.dtype), weights),
             ratio_mean=_masked_mean(ratio, weights),
             approx_kl=_masked_mean(0.5 * (logp - old_logp) ** 2, weights),
         )

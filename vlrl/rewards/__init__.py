@@ -22,7 +22,8 @@ Built-in rewards
 ``box_format`` conversion and an optional fixed or ``"dynamic"`` threshold), ``detection`` (a set of boxes:
 one-to-one IoU matching, completeness and a count penalty, after V-Triune), ``map`` (COCO-style mean
 average precision over IoU 0.50:0.95), and the penalties ``overlong`` and ``repetition`` (amounts in
-[0, 1], for negative weights). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`; calls run
+[0, 1], for negative weights), and the spurious-reward controls ``random`` and ``incorrect``
+(:mod:`vlrl.rewards.spurious`). Box parsing and frames are shared in :mod:`vlrl.rewards.boxes`; calls run
 through :mod:`vlrl.rewards.runner` (time limits, worker processes).
 
 :class:`RewardMixer` turns a :class:`~vlrl.config.RewardConfig` plus per-row overrides into
@@ -37,6 +38,7 @@ from vlrl.rewards import iou as _iou  # noqa: F401  (registers iou)
 from vlrl.rewards import length as _length  # noqa: F401  (registers overlong, repetition)
 from vlrl.rewards import mathexpr as _mathexpr  # noqa: F401  (registers math)
 from vlrl.rewards import ocr as _ocr  # noqa: F401  (registers ocr)
+from vlrl.rewards import spurious as _spurious  # noqa: F401  (registers random, incorrect)
 from vlrl.rewards import yesno as _yesno  # noqa: F401  (registers yes_no)
 from vlrl.rewards.base import (
     RewardInput,

@@ -43,6 +43,11 @@ class RewardInput:
     num_tokens: int | None = None  # completion length in tokens, when the caller knows it
     max_tokens: int | None = None  # the rollout's max_new_tokens, when the caller knows it
     problem: str = ""  # the row's question as the dataset holds it (TRL-style rewards get it as `prompts`)
+    # Where the completion was produced, when the caller knows it (training does): what makes the draw of the
+    # `random` control reproducible (vlrl.rewards.spurious).
+    row_id: str = ""  # the dataset row's id
+    step: int | None = None  # the train step, numbered as metrics.jsonl numbers it (first step: 1)
+    seed: int | None = None  # trainer.seed
 
 
 _REGISTRY: dict[str, RewardFn] = {}

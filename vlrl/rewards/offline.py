@@ -17,9 +17,11 @@ field              required  meaning
 ``meta``           no        the row's meta object (options of a multiple-choice question, ...)
 ``num_tokens``     no        completion length in tokens, and ``max_tokens`` the length limit (``overlong``)
 ``problem``        no        the question (TRL-style rewards receive it as ``prompts``)
+``id``             no        the row's id; copied to the output (and part of ``random``'s draw)
+``step``           no        the train step (1 = first) and ``seed`` the trainer's seed (``random``'s draw)
 =================  ========  ==========================================================================
 
-Other fields are ignored, except ``id`` which is copied to the output. Training writes exactly this format
+Other fields are ignored. Training writes exactly this format
 to ``RUN_DIR/completions.jsonl`` when ``trainer.save_completions`` is set, with the scores it computed.
 
 Output lines: ``{"line": n, "id": ..., "total": x, "<component>": value or null, ...}`` in input order,
@@ -107,12 +109,17 @@ def parse_line(obj: Any, where: str) -> tuple[RewardInput, Mapping | None]:
     meta = obj.get("meta") or {}
     if not isinstance(meta, Mapping):
         raise LineError(f"{where}: field 'meta' must be an object, got {meta!r}")
-    lengths = {}
+    optional = {}
     for key in ("num_tokens", "max_tokens"):
         value = obj.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise LineError(f"{where}: field {key!r} must be a non-negative integer, got {value!r}")
-        lengths[key] = value
+        optional[key] = value
+    for key in ("step", "seed"):
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise LineError(f"{where}: field {key!r} must be an integer, got {value!r}")
+        optional[key] = value
     source = obj.get("data_source", "")
     problem = obj.get("problem", "")
     if not isinstance(problem, str):
@@ -122,7 +129,8 @@ def parse_line(obj: Any, where: str) -> tuple[RewardInput, Mapping | None]:
         data_source=source if isinstance(source, str) else str(source),
         image_sizes=_sizes(obj, "image_size", "image_sizes", where),
         resized_sizes=_sizes(obj, "resized_size", "resized_sizes", where),
-        meta=meta, progress=float(progress), problem=problem, **lengths,
+        meta=meta, progress=float(progress), problem=problem,
+        row_id="" if obj.get("id") is None else str(obj["id"]), **optional,
     )
     return inp, spec
 
@@ -145,6 +153,11 @@ def input_line(inp: RewardInput, spec: Mapping | None) -> dict:
         out["num_tokens"] = inp.num_tokens
     if inp.max_tokens is not None:
         out["max_tokens"] = inp.max_tokens
+    if inp.row_id:
+        out["id"] = inp.row_id
+    for key in ("step", "seed"):
+        if getattr(inp, key) is not None:
+            out[key] = getattr(inp, key)
     return out
 
 

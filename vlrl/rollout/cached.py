@@ -2,7 +2,8 @@
 KV cache is then repeated G times and the group's samples decode from it in one batch.
 
 Positions: each prompt has the family's rotary positions; generated tokens follow `generated_positions`.
-Finished rows (EOS or a stop string, `rollout.stopping`) keep decoding padding (masked out) so the batch stays
+Before `rollout.min_new_tokens` tokens EOS cannot be chosen (`sampling.banned_at`) and stop strings do not end
+a row. Finished rows (EOS or a stop string, `rollout.stopping`) keep decoding padding (masked out) so the batch stays
 rectangular; decoding stops when every row has finished or `max_new_tokens` is reached.
 """
 
@@ -16,7 +17,7 @@ from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.base import generated_positions, next_positions
 from vlrl.models.policy import Policy
-from vlrl.rollout.sampling import group_uniforms, sample_next
+from vlrl.rollout.sampling import banned_at, group_uniforms, sample_next
 from vlrl.rollout.stopping import StopChecker
 from vlrl.rollout.types import Rollouts, finish_rollouts
 
@@ -53,9 +54,10 @@ def generate_cached(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
 
     tokens, logps = [], []
     done = torch.zeros(N, dtype=torch.bool, device=device)
-    stops = StopChecker(policy.tokenizer, cfg.stop, N)
+    stops = StopChecker(policy.tokenizer, cfg.stop, N, cfg.min_new_tokens)
     for t in range(cfg.max_new_tokens):
-        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, generator,
+        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p,
+                                banned_at(t, banned, eos, cfg.min_new_tokens), generator,
                                 None if uniforms is None else uniforms[:, t])
         tok = torch.where(done, torch.full_like(tok, policy.pad_token_id), tok)
         tokens.append(tok)

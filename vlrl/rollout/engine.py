@@ -5,7 +5,7 @@ What it shares with `cached` (and why the two sample the same tokens for the sam
 are encoded once and the prompt is prefilled once, by the same calls; the G samples of prompt p are rows
 p*G .. p*G+G-1; every generated token takes, on all three mRoPE axes, one more than the largest prompt position
 of its row, plus the step; tokens are chosen by `sampling.sample_next` from the same logits and the same
-per-row uniforms (`group_uniforms`); finished rows are padded and masked by `finish_rollouts`.
+per-row uniforms (`group_uniforms`), EOS banned before `min_new_tokens` alike; finished rows are padded and masked by `finish_rollouts`.
 
 What it changes:
 - Decode writes into one preallocated buffer per layer ([N, kv_heads, L + max_new_tokens, head_dim],
@@ -43,7 +43,7 @@ from vlrl.config import RolloutConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.base import next_positions
 from vlrl.models.policy import Policy
-from vlrl.rollout.sampling import group_uniforms, sample_next
+from vlrl.rollout.sampling import banned_at, group_uniforms, sample_next
 from vlrl.rollout.static_cache import DecodeState
 from vlrl.rollout.stopping import StopChecker
 from vlrl.rollout.types import Rollouts, finish_rollouts
@@ -164,10 +164,11 @@ def generate_engine(policy: Policy, batch: PromptBatch, cfg: RolloutConfig, gene
     done = torch.zeros(N, dtype=torch.bool, device=device)  # [B]
     out_tokens = torch.full((N + 1, T), pad, dtype=torch.long, device=device)
     out_logps = torch.zeros(N + 1, T, device=device)
-    stops = StopChecker(policy.tokenizer, cfg.stop, N)
+    stops = StopChecker(policy.tokenizer, cfg.stop, N, cfg.min_new_tokens)
     L, steps = batch.input_ids.shape[1], 0
     for t in range(T):
-        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned, None,
+        tok, logp = sample_next(logits, temperature, cfg.top_k, cfg.top_p, banned_at(t, banned, eos, cfg.min_new_tokens),
+                                None,
                                 None if uniforms is None else uniforms[rows, t])
         tok = torch.where(done, torch.full_like(tok, pad), tok)
         out_tokens[rows, t], out_logps[rows, t] = tok, logp

@@ -1,6 +1,6 @@
 """The reference backend: transformers `generate` on the prompts repeated G times. Slow (every image is encoded
 G times, every prompt prefilled G times) but independent of our engine, so tests compare against it. Stop
-strings cannot end `generate` on our text test, so they are applied afterwards (`scan_stops`): same cut.
+strings cannot end `generate` on our text test, so they are applied afterwards (`scan_stops`): same cut. `rollout.min_new_tokens` is transformers' own `min_new_tokens`.
 
 The generic tier (`vlrl.models.generic`) rolls out here too, one prompt at a time (`generate_generic`): G copies
 of the prompt's own processor outputs, nothing padded, each prompt's samples drawn from its own seed."""
@@ -44,7 +44,7 @@ def generate_reference(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         attention_mask=batch.attention_mask.repeat_interleave(G, 0),
         mm_token_type_ids=batch.mm_token_type_ids.repeat_interleave(G, 0),
         pixel_values=pixel_values, image_grid_thw=grid,
-        max_new_tokens=cfg.max_new_tokens, do_sample=do_sample, suppress_tokens=list(policy.banned_token_ids),
+        max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=do_sample, suppress_tokens=list(policy.banned_token_ids),
         eos_token_id=list(policy.eos_token_ids), pad_token_id=policy.pad_token_id,
         output_logits=True, return_dict_in_generate=True, **kwargs,
     )
@@ -52,7 +52,7 @@ def generate_reference(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
     raw = torch.stack(out.logits, 1).float()  # [N, T, V] unprocessed logits
     scaled = raw / temperature if do_sample else raw
     logps = scaled.log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    stop_at = scan_stops(policy.tokenizer, tokens.cpu(), policy.eos_token_ids, cfg.stop)
+    stop_at = scan_stops(policy.tokenizer, tokens.cpu(), policy.eos_token_ids, cfg.stop, cfg.min_new_tokens)
     return finish_rollouts(policy, batch, tokens, logps, stop_at, cfg.stop)
 
 
@@ -74,7 +74,7 @@ def generate_generic(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
         elif do_sample and generator is not None:
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device)))
         out = policy.core.generate(
-            **repeat_inputs(inputs, G), max_new_tokens=cfg.max_new_tokens, do_sample=do_sample,
+            **repeat_inputs(inputs, G), max_new_tokens=cfg.max_new_tokens, min_new_tokens=cfg.min_new_tokens or None, do_sample=do_sample,
             suppress_tokens=list(policy.banned_token_ids), eos_token_id=list(policy.eos_token_ids),
             pad_token_id=policy.pad_token_id, output_logits=True, return_dict_in_generate=True, **kwargs,
         )
@@ -87,5 +87,5 @@ def generate_generic(policy: Policy, batch: PromptBatch, cfg: RolloutConfig,
     # A prompt whose samples all ended early is padded after their EOS (masked by finish_rollouts).
     tokens = torch.cat([torch.nn.functional.pad(t, (0, T - t.shape[1]), value=policy.pad_token_id) for t in tokens])
     logps = torch.cat([torch.nn.functional.pad(lp, (0, T - lp.shape[1])) for lp in logps])
-    stop_at = scan_stops(policy.tokenizer, tokens.cpu(), policy.eos_token_ids, cfg.stop)
+    stop_at = scan_stops(policy.tokenizer, tokens.cpu(), policy.eos_token_ids, cfg.stop, cfg.min_new_tokens)
     return finish_rollouts(policy, batch, tokens, logps, stop_at, cfg.stop)

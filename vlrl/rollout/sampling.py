@@ -39,6 +39,12 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0,
     return logits
 
 
+def banned_at(step: int, banned: torch.Tensor, eos: torch.Tensor, min_new_tokens: int) -> torch.Tensor:
+    """Token ids that cannot be chosen as completion token `step` (0-based): `banned` (vision placeholders), and
+    before `min_new_tokens` tokens the EOS ids `eos` too (as transformers' `generate(min_new_tokens=...)`)."""
+    return torch.cat([banned, eos]) if step < min_new_tokens else banned
+
+
 def prompt_seed(seed: int, step: int, prompt: int) -> int:
     """The sampling seed of prompt `prompt` (its index among the step's prompts, over all ranks) at `step`."""
     return int(np.random.SeedSequence([seed, step, prompt]).generate_state(1, np.uint64)[0])

@@ -9,6 +9,9 @@ the update); the text is cut right after the stop string, which can fall inside 
 The decoding backends (`cached`, `engine`) call `StopChecker.update` once per step on the rows still running,
 so a stopped row stops costing compute; `reference` cannot stop `generate` on our test, so it runs the same
 checker over its finished tokens step by step (`scan_stops`) and gets the same cut.
+
+With `rollout.min_new_tokens` a row is tested only once it holds that many tokens: a stop string written earlier
+ends it at that length (its text is still cut right after the stop string).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import torch
 class StopChecker:
     """Keeps each row's completion so far and reports the rows whose text now contains a stop string."""
 
-    def __init__(self, tokenizer, stops: Sequence[str], num_rows: int):
+    def __init__(self, tokenizer, stops: Sequence[str], num_rows: int, min_tokens: int = 0):
         self.tokenizer = tokenizer
+        self.min_tokens = min_tokens  # rollout.min_new_tokens: a shorter row is not tested
         self.stops = tuple(s for s in stops if s)
         self.history: list[list[int]] = [[] for _ in range(num_rows)]
         self.stop_at = torch.zeros(num_rows, dtype=torch.long)  # [N] tokens kept by a stop string; 0 = none
@@ -34,6 +38,9 @@ class StopChecker:
             return []
         for r, tok in zip(rows, tokens, strict=True):
             self.history[r].append(int(tok))
+        rows = [r for r in rows if len(self.history[r]) >= self.min_tokens]
+        if not rows:
+            return []
         texts = self.tokenizer.batch_decode([self.history[r] for r in rows], skip_special_tokens=True)
         hits = [r for r, text in zip(rows, texts, strict=True) if any(s in text for s in self.stops)]
         for r in hits:
@@ -47,11 +54,12 @@ def cut_after_stop(text: str, stops: Sequence[str]) -> str:
     return text[:min(ends)] if ends else text
 
 
-def scan_stops(tokenizer, tokens: torch.Tensor, eos_ids: Sequence[int], stops: Sequence[str]) -> torch.Tensor:
+def scan_stops(tokenizer, tokens: torch.Tensor, eos_ids: Sequence[int], stops: Sequence[str], min_tokens: int = 0
+               ) -> torch.Tensor:
     """tokens [N, T] of finished completions -> stop_at [N]: what `StopChecker` would have reported had the
     rows been decoded step by step (rows end at their first EOS)."""
     N, T = tokens.shape
-    checker = StopChecker(tokenizer, stops, N)
+    checker = StopChecker(tokenizer, stops, N, min_tokens)
     if not checker.stops:
         return checker.stop_at
     ids = tokens.tolist()
