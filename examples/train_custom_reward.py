@@ -59,11 +59,13 @@ def main() -> None:
     cfg = vlrl.load_config(overrides={
         "trainer.output_dir": args.out, "trainer.total_steps": args.steps, "trainer.eval_every": args.steps,
         "trainer.save_every": max(1, args.steps // 2), "trainer.progress_bar": False, "trainer.seed": 0,
-        # two rewards of ours (named below) and a built-in one, mixed by weight
-        "reward.terms": [{"name": "exact", "weight": 1.0}, {"name": "names_a_colour", "weight": 0.2},
+        # two rewards of ours (named below) and a built-in one, mixed by weight; the term named "accuracy" is
+        # what evaluations report as eval/accuracy (here ours replaces the built-in verifier of that name)
+        "reward.terms": [{"name": "accuracy", "weight": 1.0}, {"name": "names_a_colour", "weight": 0.2},
                          {"name": "format", "weight": 0.5, "params": {"partial_credit": True}}],
     })
-    rewards = {"exact": vlrl.trl_reward(exact_answer, columns={"solution": "answer"}), "names_a_colour": names_a_colour}
+    rewards = {"accuracy": vlrl.trl_reward(exact_answer, columns={"solution": "answer"}),
+               "names_a_colour": names_a_colour}
 
     def report(step: int, metrics: dict) -> None:  # a callback: every step and every evaluation
         if "eval/accuracy" in metrics:

@@ -1,4 +1,4 @@
-"""`vlrl eval`: score saved models on a schema-v1 split with the trainer's own evaluation (`vlrl.evaluate`).
+"""`vlrl eval`: score saved models on a schema-v1 split with the trainer's own evaluation (`vlrl.evaluation`).
 
 A model is an HF directory, a vlrl run's checkpoint (`checkpoints/step_N`, `final`, or the run directory for its
 newest checkpoint), a LoRA checkpoint (its base model with the adapter, loaded as a resumed run loads it) or an
@@ -247,7 +247,7 @@ def evaluate_model(spec: ModelSpec, r: Resolved, rewards=None) -> tuple[dict, li
 
     from vlrl.data import PromptEncoder
     from vlrl.data.rows import RowReader
-    from vlrl.evaluate import encode_rows, evaluate, greedy_metrics, sampled_metrics
+    from vlrl.evaluation import encode_rows, evaluate, greedy_metrics, sampled_metrics
     from vlrl.models.check import check_model_path
     from vlrl.rewards import RewardMixer
     from vlrl.rollout.sampling import prompt_seed

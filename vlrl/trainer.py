@@ -50,7 +50,7 @@ from vlrl.data import PromptEncoder, StepSampler, load_rows
 from vlrl.data.rows import RowReader
 from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
 from vlrl.data.vocab import check_unknown_tokens, dataset_texts
-from vlrl.evaluate import encode_rows, evaluate, greedy_metrics
+from vlrl.evaluation import encode_rows, evaluate, greedy_metrics
 from vlrl.greedy_probe import finish_probe, start_probe
 from vlrl.inputs import write_inputs
 from vlrl.metrics import MetricsLogger, StageTimer, truncate_jsonl

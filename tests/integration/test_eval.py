@@ -14,7 +14,7 @@ import pytest
 from vlrl.cli import main
 from vlrl.config import Config
 from vlrl.config_loader import load_config
-from vlrl.evaluate import pass_at_k
+from vlrl.evaluation import pass_at_k
 from vlrl.metrics import read_metrics
 from vlrl.trainer import Trainer
 

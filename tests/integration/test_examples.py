@@ -69,6 +69,9 @@ def test_build_from_folder_example(tmp_path, monkeypatch, capsys):
 
 
 def test_help_lists_every_public_name_with_a_docstring():
+    import vlrl.trainer  # noqa: F401  (a submodule import must not shadow a public name, e.g. vlrl.evaluate)
+
+    assert all(not isinstance(getattr(vlrl, name), type(vlrl)) for name in vlrl.__all__)
     text = pydoc.render_doc(vlrl, renderer=pydoc.plaintext)
     for name in vlrl.__all__:
         assert name in text
@@ -77,3 +80,10 @@ def test_help_lists_every_public_name_with_a_docstring():
     section = readme[readme.index("## Python API"):]
     missing = [name for name in vlrl.__all__ if f"`{name}" not in section and f"vlrl.{name}" not in section]
     assert not missing, f"README's Python API section does not list {missing}"
+
+
+def test_the_readme_shows_the_first_example_in_full():
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    code = section[section.index("```python\n") + len("```python\n"):]
+    assert code[:code.index("```\n")] == (EXAMPLES / "train_custom_reward.py").read_text()

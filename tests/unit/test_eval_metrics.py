@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vlrl.evaluate import greedy_metrics, pass_at_k, sampled_metrics
+from vlrl.evaluation import greedy_metrics, pass_at_k, sampled_metrics
 from vlrl.rewards.mixer import Scores
 
 nan = math.nan
