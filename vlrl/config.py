@@ -28,8 +28,9 @@ def _deepcopy(value: Any) -> Any:
 class ModelConfig:
     path: str = option(
         "tiny",
-        "HF-format checkpoint directory or hub id of a Qwen2.5-VL model; 'tiny' builds a tiny random "
-        "Qwen2.5-VL offline into <output_dir>/tiny_model, its word vocabulary taken from the data (the problems "
+        "HF-format checkpoint directory or hub id (a hub id is downloaded only when named): Qwen2-VL, Qwen2.5-VL, "
+        "Qwen3-VL and Qwen3-VL-MoE run in vlrl's fast path, any other image-text-to-text model in the generic "
+        "tier (README, Model families); 'tiny' builds a tiny random Qwen2.5-VL offline into <output_dir>/tiny_model, its word vocabulary taken from the data (the problems "
         "and answers of the train and eval splits, data.system_prompt and data.prompt_suffix).",
     )
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "Parameter dtype: float32, bfloat16 or float16.")
