@@ -107,13 +107,20 @@ class OpenAIChatClient:
         if not requests:
             return []
         replies: list[ChatReply | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests))) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests)))
+        try:
             futures = {pool.submit(self._ask, request): i for i, request in enumerate(requests)}
             for future in as_completed(futures):
                 i = futures[future]
                 replies[i] = future.result()
                 if on_reply is not None:
                     on_reply(i, replies[i])
+        except BaseException:
+            # Interrupted (Ctrl-C, or a reward's time limit raising in this thread): return at once; requests
+            # not started are dropped and those in flight end by their own timeout.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return replies
 
     def _ask(self, request: ChatRequest) -> ChatReply:

@@ -1,5 +1,5 @@
 """What the reward mix is given for a batch of rollouts: one `RewardInput` per completion, from its prompt's row
-(answer, task, data source, meta, image sizes) and the completion itself. Training steps, evaluation and
+(answer, task, data source, meta, images and their sizes) and the completion itself. Training steps, evaluation and
 `vlrl eval` build them here, so each scores a completion the same way."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def reward_inputs(batch: PromptBatch, rollouts: Rollouts, progress: float, max_t
         inputs.append(RewardInput(completion=text, answer=row.answer, task=row.task, data_source=row.data_source,
                                   image_sizes=batch.image_sizes[p], resized_sizes=batch.resized_sizes[p],
                                   meta=row.meta, progress=progress, num_tokens=int(lengths[i]),
-                                  max_tokens=max_tokens, problem=row.problem))
+                                  max_tokens=max_tokens, problem=row.problem,
+                                  images=tuple(row.images)))
         specs.append(row.reward)
     return inputs, specs

@@ -43,6 +43,10 @@ class RewardInput:
     num_tokens: int | None = None  # completion length in tokens, when the caller knows it
     max_tokens: int | None = None  # the rollout's max_new_tokens, when the caller knows it
     problem: str = ""  # the row's question as the dataset holds it (TRL-style rewards get it as `prompts`)
+    # The row's decoded images (PIL, original size), for rewards that look at them (``judge``). Only rewards run
+    # in the trainer's process see them: the mixer strips them from calls sent to worker processes, and
+    # completions.jsonl never holds them (``vlrl rewards score`` inputs have none).
+    images: tuple = field(default=(), compare=False, repr=False)
 
 
 _REGISTRY: dict[str, RewardFn] = {}
