@@ -43,6 +43,7 @@ from vlrl.rewards import judge as _judge  # noqa: F401  (registers judge)
 from vlrl.rewards import length as _length  # noqa: F401  (registers overlong, repetition)
 from vlrl.rewards import mathexpr as _mathexpr  # noqa: F401  (registers math)
 from vlrl.rewards import ocr as _ocr  # noqa: F401  (registers ocr)
+from vlrl.rewards import reward_model as _reward_model  # noqa: F401  (registers reward_model)
 from vlrl.rewards import yesno as _yesno  # noqa: F401  (registers yes_no)
 from vlrl.rewards.base import (
     RewardInput,
