@@ -284,3 +284,27 @@ def test_the_default_cache_is_under_the_user_cache_dir(monkeypatch, tmp_path):
     assert judge_module.default_cache_path() == tmp_path / "xdg" / "vlrl" / "judge.sqlite"
     assert judge_module.settings({"base_url": "http://x/v1"}).cache == tmp_path / "xdg" / "vlrl" / "judge.sqlite"
     assert judge_module.settings({"base_url": "http://x/v1", "cache": False}).cache is None
+
+
+def test_from_yaml_through_vlrl_rewards_score_text_only(stub, tmp_path):
+    """A recipe's reward section names the judge; `vlrl rewards score` lines have no images: the judge grades text."""
+    from vlrl.cli import main
+
+    server = stub({"blue": (200, "Score: 3")})
+    (tmp_path / "mix.yaml").write_text(
+        "terms:\n"
+        f"  - {{name: judge, weight: 2.0, params: {{base_url: '{server.url}', cache: '{tmp_path / 'j.sqlite'}', "
+        "backoff_s: 0.01}}\n"
+        "  - {name: format, weight: 1.0}\n"
+        "workers: 0\n")
+    lines = [{"completion": "<answer>blue</answer>", "answer": "red", "task": "open", "problem": "Colour?"},
+             {"completion": "no tags", "answer": "red", "task": "open", "problem": "Colour?"}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code = main(["rewards", "score", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out.jsonl"), "-q",
+                 "--config", str(tmp_path / "mix.yaml")])
+    assert code == 0
+    out = [json.loads(s) for s in (tmp_path / "out.jsonl").read_text().splitlines()]
+    # by hand: judge 3/10 and 5/10 (the stub's default grade) weighted 2; format 1 (tagged) and 0 (untagged)
+    assert [o["judge"] for o in out] == pytest.approx([0.3, 0.5])
+    assert [o["total"] for o in out] == pytest.approx([2 * 0.3 + 1.0, 2 * 0.5 + 0.0])
+    assert all(isinstance(b["messages"][0]["content"], str) for b in server.bodies)  # no image parts

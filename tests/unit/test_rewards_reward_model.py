@@ -170,3 +170,19 @@ def test_bad_params_fail_when_the_mixer_is_built(bert_dir, params, message):
     params = {k: str(bert_dir) if v == "BERT" else v for k, v in params.items()}
     with pytest.raises(ValueError, match=message):
         RewardMixer(RewardConfig(terms=[{"name": "reward_model", "params": params}], workers=0))
+
+
+def test_named_in_a_recipes_yaml(bert_dir, tmp_path):
+    from vlrl.config import Config
+    from vlrl.config_loader import load_config
+
+    (tmp_path / "recipe.yaml").write_text(
+        "reward:\n  terms:\n"
+        f"    - {{name: reward_model, weight: 0.5, params: {{path: '{bert_dir}', batch_size: 8, device: cpu}}}}\n"
+        "    - {name: accuracy, weight: 1.0}\n")
+    cfg = load_config(Config, tmp_path / "recipe.yaml", ["reward.workers=0"])
+    scores = RewardMixer(cfg.reward).score(INPUTS[:2])
+    expected = reward_model(INPUTS[:2], path=str(bert_dir), device="cpu")
+    assert scores.components["reward_model"].tolist() == pytest.approx(expected, abs=1e-6)
+    # by hand: 0.5 * model score + accuracy (row 0 answers red = red, row 1 blue != red)
+    assert scores.total.tolist() == pytest.approx([0.5 * expected[0] + 1.0, 0.5 * expected[1]], abs=1e-6)
