@@ -19,8 +19,9 @@ field              required  meaning
 ``problem``        no        the question (TRL-style rewards receive it as ``prompts``)
 =================  ========  ==========================================================================
 
-Other fields are ignored, except ``id`` which is copied to the output. Training writes exactly this format
-to ``RUN_DIR/completions.jsonl`` when ``trainer.save_completions`` is set, with the scores it computed.
+Lines carry no images: rewards that look at them (``judge``) grade the text alone here. Other fields are
+ignored, except ``id`` which is copied to the output. Training writes exactly this format to
+``RUN_DIR/completions.jsonl`` when ``trainer.save_completions`` is set, with the scores it computed.
 
 Output lines: ``{"line": n, "id": ..., "total": x, "<component>": value or null, ...}`` in input order,
 ``null`` where a term did not apply to that line.
