@@ -308,3 +308,12 @@ def test_from_yaml_through_vlrl_rewards_score_text_only(stub, tmp_path):
     assert [o["judge"] for o in out] == pytest.approx([0.3, 0.5])
     assert [o["total"] for o in out] == pytest.approx([2 * 0.3 + 1.0, 2 * 0.5 + 0.0])
     assert all(isinstance(b["messages"][0]["content"], str) for b in server.bodies)  # no image parts
+
+
+def test_a_cache_that_cannot_be_opened_costs_requests_not_scores(stub, tmp_path):
+    server = stub({"a": (200, "Score: 6")})
+    params = {"base_url": server.url, "cache": str(tmp_path), **FAST}  # a directory: SQLite cannot open it
+    for _ in range(2):
+        scores = mixer_for(params).score([row("a")])
+        assert scores.total.tolist() == pytest.approx([0.6]) and scores.parse_failures == 0
+    assert server.requests == 2  # nothing was cached

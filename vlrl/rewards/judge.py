@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import re
+import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -224,7 +225,11 @@ def _cache(path: Path | None) -> ReplyCache | None:
     key = (path.resolve(), threading.get_ident())
     with _LOCK:
         if key not in _CACHES:
-            _CACHES[key] = ReplyCache(path)
+            try:
+                _CACHES[key] = ReplyCache(path)
+            except (sqlite3.Error, OSError) as err:  # scoring goes on without it
+                _warn(f"open {path}", f"judge: cannot open the reply cache {path} ({err}); replies are not cached")
+                return None
         return _CACHES[key]
 
 
@@ -248,18 +253,28 @@ def judge(inputs: Sequence[RewardInput], base_url: str = "", model: str = "", pr
     """
     s = settings({k: v for k, v in locals().items() if k != "inputs"})
     client, store = _client(s), _cache(s.cache)
-    requests = [judge_request(inp, s) for inp in inputs]
-    keys = [request_key(CACHE_STAGE, client.identity, s.template, r) for r in requests]
-    texts: dict[str, str] = store.get_many(list(dict.fromkeys(keys))) if store is not None else {}
-    todo = {k: r for k, r in zip(keys, requests, strict=True) if k not in texts}  # identical requests once
+    # A prompt's G completions share its image objects and often an answer: each distinct request is built and
+    # hashed once (resizing and hashing an image take milliseconds), and asked once.
+    keys: list[str] = []
+    todo: dict[str, ChatRequest] = {}
+    built: dict[tuple, str] = {}
+    for inp in inputs:
+        seen = (inp.problem, inp.answer, answer_region(inp.completion, s.fallback_to_completion),
+                tuple(map(id, inp.images)))
+        if seen not in built:
+            request = judge_request(inp, s)
+            built[seen] = request_key(CACHE_STAGE, client.identity, s.template, request)
+            todo.setdefault(built[seen], request)
+        keys.append(built[seen])
+    texts = _cached(store, list(todo))
+    todo = {k: r for k, r in todo.items() if k not in texts}
     errors: list[str] = []
     todo_keys = list(todo)
 
     def on_reply(i: int, reply: ChatReply) -> None:
         if reply.ok:
             texts[todo_keys[i]] = reply.text
-            if store is not None:  # stored as it arrives: a call cut by the time limit keeps what it got
-                store.put_many(CACHE_STAGE, [(todo_keys[i], reply.text)])
+            _store(store, todo_keys[i], reply.text)  # as it arrives: a call cut by the time limit keeps what it got
         else:
             errors.append(reply.error or "no text")
 
@@ -274,6 +289,27 @@ def judge(inputs: Sequence[RewardInput], base_url: str = "", model: str = "", pr
     return [math.nan if g is None else g for g in grades]
 
 
+def _cached(store: ReplyCache | None, keys: list[str]) -> dict[str, str]:
+    """Replies the cache holds for ``keys``; none when it cannot be read (e.g. locked by another process)."""
+    if store is None:
+        return {}
+    try:
+        return store.get_many(keys)
+    except sqlite3.Error as err:
+        _warn(f"read {store.path}", f"judge: cannot read the reply cache {store.path} ({err}); asking the endpoint")
+        return {}
+
+
+def _store(store: ReplyCache | None, key: str, text: str) -> None:
+    """Keep a reply; a cache that cannot be written costs a repeated request later, never the score."""
+    if store is None:
+        return
+    try:
+        store.put_many(CACHE_STAGE, [(key, text)])
+    except sqlite3.Error as err:
+        _warn(f"write {store.path}", f"judge: cannot write the reply cache {store.path} ({err})")
+
+
 def _check_judge_params(params: Mapping[str, Any]) -> None:
     settings(params)
 
@@ -284,7 +320,7 @@ _DEFAULTS = {k: v.default for k, v in inspect.signature(judge).parameters.items(
 
 
 def _warn(where: str, message: str) -> None:
-    # Once per endpoint at WARNING (a dead server would repeat it every step), then at DEBUG.
+    # Once per endpoint (or cache file) at WARNING: a dead server would repeat it every step. Then at DEBUG.
     level = logging.DEBUG if where in _WARNED else logging.WARNING
     _WARNED.add(where)
     logger.log(level, message)
