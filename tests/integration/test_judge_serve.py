@@ -95,3 +95,28 @@ def test_a_request_the_server_refuses_is_counted_not_raised(server, tmp_path):
     scores = RewardMixer(RewardConfig(terms=[{"name": "judge", "params": params}], workers=0)).score([huge])
     assert scores.total.tolist() == [0.0] and scores.parse_failures == 1
     assert served(base) == (before[0], before[1] + 1)  # asked once: a refusal is not retried
+
+
+def test_training_steps_scored_by_the_judge(server, tiny_config, tmp_path, monkeypatch):
+    """Two training steps whose reward is the judge behind `vlrl serve`: the rows' images reach the server, the
+    judge runs in the trainer's process (workers are for the rule terms), completions.jsonl holds no images."""
+    from vlrl.trainer import COMPLETIONS_FILE, Trainer
+
+    base, service = server
+    seen_images = []
+    complete = service.engine.complete
+    monkeypatch.setattr(service.engine, "complete",
+                        lambda messages, images, params: seen_images.append(len(images)) or complete(
+                            messages, images, params))
+    before = served(base)
+    cfg = tiny_config("trainer.save_completions=1", "rollout.max_new_tokens=5", "reward.workers=1",
+                      f"reward.terms=[{{name: judge, weight: 1.0, params: {{base_url: '{base}', api_key_env: null, "
+                      f"retries: 0, max_tokens: {MAX_TOKENS}, cache: '{tmp_path / 'judge.sqlite'}'}}}}, "
+                      "{name: format, weight: 0.5}]")
+    Trainer(cfg).fit()
+    lines = [json.loads(s) for s in (tmp_path / "run" / COMPLETIONS_FILE).read_text().splitlines()]
+    assert len(lines) == 32 and all("images" not in line for line in lines)
+    assert all(line["scores"]["judge"] is not None for line in lines)  # scored (0 where the reply held no grade)
+    asked = served(base)[0] - before[0]
+    assert 0 < asked <= 32 and len(seen_images) == asked  # one request per distinct answer to a row, at most
+    assert set(seen_images) == {1}  # every shapes row has one image, and it was sent
