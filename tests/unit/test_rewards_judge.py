@@ -212,6 +212,13 @@ def test_failed_requests_are_retried_then_counted_and_never_cached(stub, tmp_pat
     assert server.attempts == {"flaky": 2, "down": 4, "bad": 2}  # only the success was cached
 
 
+def test_no_answer_scores_zero_without_a_request(stub):
+    server = stub({"blue": (200, "Score: 9")})
+    out = judge([row("no tags at all"), row("<answer>blue</answer>"), row("   "), row("<answer> </answer>")],
+                base_url=server.url, cache=False, fallback_to_completion=False, **FAST)
+    assert out == pytest.approx([0.0, 0.9, 0.0, 0.0]) and server.requests == 1
+
+
 def test_an_unreachable_endpoint_scores_zero_and_counts(tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))

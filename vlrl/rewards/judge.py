@@ -6,8 +6,9 @@ desk?" as well as the reference "a coffee cup"; VLAA-Thinking (arXiv 2504.11468)
 model. Here the model is any chat endpoint, asked with a prompt template we write
 (``vlrl/rewards/prompts/judge.txt``, or ``prompt_file``) whose placeholders ``{question}``, ``{reference}``
 and ``{answer}`` are filled with the row's ``problem``, its ``answer`` and the completion's answer region (the
-last ``<answer>…</answer>``, else the whole completion with ``fallback_to_completion``). The row's images go
-first in the message as image parts (PNG data URLs; longer side cut to ``max_image_side`` pixels).
+last ``<answer>…</answer>``, else the whole completion with ``fallback_to_completion``; no answer scores 0 without
+asking). The row's images go first in the message as image parts (PNG data URLs; longer side cut to
+``max_image_side`` pixels).
 
 The reply becomes a score in [0, 1] (:func:`parse_grade`): ``Score: N`` / ``Grade: N/10`` (the last such
 label wins, so a judge may reason first), else a reply that is only a number, else a reply starting with
@@ -255,12 +256,15 @@ def judge(inputs: Sequence[RewardInput], base_url: str = "", model: str = "", pr
     client, store = _client(s), _cache(s.cache)
     # A prompt's G completions share its image objects and often an answer: each distinct request is built and
     # hashed once (resizing and hashing an image take milliseconds), and asked once.
-    keys: list[str] = []
+    keys: list[str | None] = []  # None: no answer to grade (no <answer> without the fallback, or empty): 0
     todo: dict[str, ChatRequest] = {}
     built: dict[tuple, str] = {}
     for inp in inputs:
-        seen = (inp.problem, inp.answer, answer_region(inp.completion, s.fallback_to_completion),
-                tuple(map(id, inp.images)))
+        answer = answer_region(inp.completion, s.fallback_to_completion)
+        if not answer:
+            keys.append(None)
+            continue
+        seen = (inp.problem, inp.answer, answer, tuple(map(id, inp.images)))
         if seen not in built:
             request = judge_request(inp, s)
             built[seen] = request_key(CACHE_STAGE, client.identity, s.template, request)
@@ -279,14 +283,19 @@ def judge(inputs: Sequence[RewardInput], base_url: str = "", model: str = "", pr
             errors.append(reply.error or "no text")
 
     client.chat(list(todo.values()), on_reply=on_reply)
-    grades = [parse_grade(texts[k], s.max_grade) if k in texts else None for k in keys]
-    unreadable = [texts[k] for k, g in zip(keys, grades, strict=True) if g is None and k in texts]
+    grades = [parse_grade(texts[k], s.max_grade) if k in texts else None for k in keys if k is not None]
+    unreadable = [texts[k] for k, g in zip(filter(None, keys), grades, strict=True) if g is None and k in texts]
     if errors or unreadable:
         _warn(s.base_url, f"judge at {s.base_url}: {len(errors)} of {len(todo)} requests failed"
-              f"{f' (first: {errors[0]})' if errors else ''}, {len(unreadable)} of {len(keys)} replies held no grade"
-              f"{f' (first: {unreadable[0][:200]!r})' if unreadable else ''}; they score 0 and count in "
+              f"{f' (first: {errors[0]})' if errors else ''}, {len(unreadable)} of {len(grades)} replies held no "
+              f"grade{f' (first: {unreadable[0][:200]!r})' if unreadable else ''}; they score 0 and count in "
               "reward/parse_failures")
-    return [math.nan if g is None else g for g in grades]
+    graded = iter(grades)
+    return [0.0 if k is None else _score(next(graded)) for k in keys]
+
+
+def _score(grade: float | None) -> float:
+    return math.nan if grade is None else grade  # NaN: the mixer scores 0 and counts a failure
 
 
 def _cached(store: ReplyCache | None, keys: list[str]) -> dict[str, str]:
