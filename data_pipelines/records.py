@@ -11,11 +11,12 @@ RGB ``PIL.Image.Image`` or ``{"bytes": ..., "path": ...}`` dicts, ``reward`` and
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from vlrl.reply_cache import image_hash  # noqa: F401 (re-exported: stages, generators and tests use it here)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,3 @@ def rows_dataset(rows: list[dict]):
     if not rows:
         return datasets.Dataset.from_dict({name: [] for name in SCHEMA_FEATURES}, features=SCHEMA_FEATURES)
     return datasets.Dataset.from_list(rows, features=SCHEMA_FEATURES)
-
-
-def image_hash(image) -> str:
-    """Hash of an image's size, mode and pixels: equal exactly for pixel-identical images (dedupe, cache keys)."""
-    return hashlib.blake2b(f"{image.size}{image.mode}".encode() + image.tobytes(), digest_size=16).hexdigest()

@@ -261,12 +261,14 @@ def _rewards_list(args: argparse.Namespace) -> int:
     import inspect
 
     from vlrl.rewards import get_reward, registered_rewards
+    from vlrl.rewards.batched import is_batched
 
     for name in registered_rewards():
         fn = get_reward(name)
         params = [p for p in list(inspect.signature(fn).parameters.values())[1:] if p.kind != p.VAR_KEYWORD]
         doc = (inspect.getdoc(fn) or "").split("\n\n")[0].replace("\n", " ")
-        print(f"{name}({', '.join(f'{p.name}={p.default!r}' for p in params)})")
+        batched = "  [batched: scores the step's completions together, in the trainer's process]" if is_batched(fn) else ""
+        print(f"{name}({', '.join(f'{p.name}={p.default!r}' for p in params)}){batched}")
         print(f"    {doc}")
     return 0
 

@@ -1,5 +1,5 @@
 """What the reward mix is given for a batch of rollouts: one `RewardInput` per completion, from its prompt's row
-(answer, task, data source, meta, image sizes) and the completion itself. Training steps, evaluation and
+(answer, task, data source, meta, images and their sizes) and the completion itself. Training steps, evaluation and
 `vlrl eval` build them here, so each scores a completion the same way."""
 
 from __future__ import annotations
@@ -25,6 +25,6 @@ def reward_inputs(batch: PromptBatch, rollouts: Rollouts, progress: float, max_t
                                   image_sizes=batch.image_sizes[p], resized_sizes=batch.resized_sizes[p],
                                   meta=row.meta, progress=progress, num_tokens=int(lengths[i]),
                                   max_tokens=max_tokens, problem=row.problem, row_id=str(row.id), step=step,
-                                  seed=seed))
+                                  seed=seed, images=tuple(row.images)))
         specs.append(row.reward)
     return inputs, specs

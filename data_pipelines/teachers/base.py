@@ -4,41 +4,19 @@ Messages are OpenAI chat messages whose content is a string or a list of parts, 
 ``{"type": "image", "image": PIL.Image.Image}`` (each teacher converts it to what its backend needs: a
 base64 data URL for HTTP, pixels for a local model). ``identity`` names the teacher for cache keys: two
 teachers with the same identity must answer the same request the same way (up to sampling).
+
+The request and reply types live in :mod:`vlrl.chat_client` (the ``judge`` reward speaks them too) and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-import PIL.Image
+from vlrl.chat_client import ChatReply, ChatRequest, image_of
 
-
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: list[dict]
-    max_tokens: int = 1024
-    temperature: float = 0.0
-    stop: tuple[str, ...] = ()
-    # What a teacher that does not read text needs: the programmatic teacher takes the stage ("kind": caption,
-    # distill or rewrite), the row's scene and task here. HTTP and local teachers ignore it; a cache key should
-    # still hash it, since a programmatic reply depends on nothing else.
-    metadata: dict = field(default_factory=dict)
-
-
-@dataclass
-class ChatReply:
-    """A teacher's answer to one request: ``text`` on success, else ``error`` says what failed."""
-
-    text: str | None
-    error: str | None = None
-    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens where the backend tells
-    finish_reason: str = ""  # "stop" or "length" (cut at max_tokens: a truncated chain) where the backend tells
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.text is not None
+__all__ = ["ChatReply", "ChatRequest", "Teacher", "TeacherError", "answer_in_turn", "image_of"]
 
 
 class TeacherError(RuntimeError):
@@ -67,11 +45,3 @@ def answer_in_turn(ask: Callable[[ChatRequest], ChatReply], requests: Sequence[C
         if on_reply is not None:
             on_reply(i, replies[-1])
     return replies
-
-
-def image_of(part: dict) -> PIL.Image.Image:
-    """The PIL image of an ``{"type": "image", "image": ...}`` message part; a clear error for anything else."""
-    image = part.get("image")
-    if not isinstance(image, PIL.Image.Image):
-        raise ValueError(f"an image part holds {type(image).__name__}, not a PIL image")
-    return image

@@ -53,6 +53,9 @@ def test_rewards_list_names_every_registered_reward(capsys):
     for name in registered_rewards():
         assert f"\n{name}(" in "\n" + out, name
     assert "detection(box_format='abs'" in out  # params with their defaults
+    lines = {line.split("(", 1)[0]: line for line in out.splitlines() if "(" in line and not line.startswith(" ")}
+    assert "base_url=''" in lines["judge"] and "path=''" in lines["reward_model"]
+    assert "[batched" in lines["judge"] and "[batched" in lines["reward_model"] and "[batched" not in lines["format"]
 
 
 def test_overrides_after_options_and_unknown_arguments(capsys):

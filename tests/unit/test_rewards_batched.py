@@ -175,3 +175,28 @@ def test_a_given_reward_takes_precedence_over_the_registry_for_its_mixer_only():
     assert mixer.score(inputs(("yes", "yes"))).total.tolist() == [0.5]
     plain = RewardMixer(RewardConfig(terms=[{"name": "yes_no"}], workers=0))
     assert plain.score(inputs(("yes", "yes"))).total.tolist() == [1.0]
+
+
+def test_a_registered_function_marked_batched_is_resolved_checked_and_called_once_in_process():
+    from vlrl.config import RewardTerm
+    from vlrl.rewards import get_reward, register_reward
+
+    calls = []
+
+    def lengths(inputs, unit=10):
+        calls.append(len(inputs))
+        return [min(1.0, len(i.completion) / unit) for i in inputs]
+
+    lengths.batched = True
+    register_reward("test_batched_lengths")(lengths)
+    assert get_reward("test_batched_lengths") is lengths
+    with pytest.raises(ValueError, match="unknown params"):  # checked against its signature, after the inputs
+        RewardMixer(RewardConfig(terms=[{"name": "test_batched_lengths", "params": {"units": 3}}]))
+    mixer = RewardMixer(RewardConfig(terms=[{"name": "test_batched_lengths", "params": {"unit": 4}}], workers=2))
+    try:
+        assert mixer._call(RewardTerm("test_batched_lengths", params={"unit": 4}), inputs(("ab", ""))[0]).fn is lengths
+        scores = mixer.score(inputs(("ab", ""), ("abcdef", ""), ("a", "")))
+    finally:
+        mixer.close()
+    assert calls == [3] and mixer._pool is None  # one call for the step, in this process
+    assert scores.total.tolist() == [0.5, 1.0, 0.25]  # 2/4, min(1, 6/4), 1/4

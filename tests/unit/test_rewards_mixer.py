@@ -250,3 +250,40 @@ def test_row_specs_length_must_match():
 def test_accepts_reward_term_objects():
     mixer = RewardMixer(RewardConfig(terms=[RewardTerm(name="format", weight=2.0, params={})]))
     assert mixer.score([RED]).total.tolist() == [2.0]
+
+
+def test_images_stay_in_this_process(tmp_path):
+    """A call sent to a worker carries no images (pixels would be pickled per call); an in-process one keeps them."""
+    import PIL.Image
+
+    path = tmp_path / "count_images.py"
+    path.write_text("def count_images(inp):\n    return float(len(inp.images))\n")
+    spec = f"{path}:count_images"
+    inp = row("red", images=(PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (2, 2))))
+    in_process = RewardMixer(RewardConfig(terms=[term(spec)], workers=0))
+    assert in_process.score([inp]).total.tolist() == [2.0]
+    mixer = RewardMixer(RewardConfig(terms=[term(spec)], workers=1))
+    try:
+        assert mixer._call(RewardTerm(spec), inp).inp.images == ()
+        assert mixer.score([inp]).total.tolist() == [0.0]
+    finally:
+        mixer.close()
+
+
+def test_reward_inputs_carry_their_rows_images():
+    from types import SimpleNamespace
+
+    import PIL.Image
+
+    from vlrl.scoring import reward_inputs
+
+    pics = [PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (6, 2))]
+    rows = [SimpleNamespace(answer="red", task="colour", data_source="s", meta={}, problem="q", reward=None,
+                            images=(pics[0],)),
+            SimpleNamespace(answer="2", task="count", data_source="s", meta={}, problem="q", reward=None,
+                            images=(pics[1], pics[0]))]
+    batch = SimpleNamespace(rows=rows, image_sizes=[((4, 4),), ((6, 2), (4, 4))], resized_sizes=[(), ()])
+    rollouts = SimpleNamespace(group_size=2, texts=["a", "b", "c", "d"], completion_mask=torch.ones(4, 3))
+    inputs, _ = reward_inputs(batch, rollouts, 0.5, 8)
+    assert [len(i.images) for i in inputs] == [1, 1, 2, 2]
+    assert inputs[1].images[0] is pics[0] and inputs[2].images == (pics[1], pics[0])

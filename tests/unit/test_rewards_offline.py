@@ -102,6 +102,18 @@ def test_input_line_round_trips():
         parse_line({"completion": "", "answer": "", "task": "t", "image_size": [1, 1], "image_sizes": [[1, 1]]}, "x")
 
 
+def test_images_never_enter_a_completions_line():
+    import PIL.Image
+
+    from vlrl.rewards import RewardInput
+
+    inp = RewardInput("c", "red", "colour", images=(PIL.Image.new("RGB", (4, 4)),), image_sizes=((4, 4),))
+    line = input_line(inp, None)
+    assert "images" not in line and line["image_sizes"] == [[4, 4]]
+    back, _ = parse_line(json.loads(json.dumps(line)), "x")
+    assert back.images == () and back == inp  # images are no part of an input's identity
+
+
 def test_help_documents_the_format():
     sub = build_parser()._subparsers._group_actions[0].choices["rewards"]
     text = sub._subparsers._group_actions[0].choices["score"].format_help()

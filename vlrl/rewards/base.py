@@ -48,6 +48,10 @@ class RewardInput:
     row_id: str = ""  # the dataset row's id
     step: int | None = None  # the train step, numbered as metrics.jsonl numbers it (first step: 1)
     seed: int | None = None  # trainer.seed
+    # The row's decoded images (PIL, original size), for rewards that look at them (``judge``). Only rewards run
+    # in the trainer's process see them: the mixer strips them from calls sent to worker processes, and
+    # completions.jsonl never holds them (``vlrl rewards score`` inputs have none).
+    images: tuple = field(default=(), compare=False, repr=False)
 
 
 _REGISTRY: dict[str, RewardFn] = {}

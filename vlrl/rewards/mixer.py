@@ -36,6 +36,7 @@ non-number scores 0.0 and counts in ``Scores.parse_failures``; one over the limi
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -275,7 +276,7 @@ class RewardMixer:
             spec = importable_spec(fn)
             if self.workers == 0 or spec is None or is_batched(fn):
                 return RewardCall(term.name, inp, term.params, fn=fn)
-            return RewardCall(spec, inp, term.params)
+            return RewardCall(spec, _for_worker(inp), term.params)
         module = getattr(fn, "__module__", None)
         if self.workers == 0 or module in _MAIN_MODULES or is_batched(fn):
             # In process: also rewards defined in the main script or a notebook, which a worker cannot
@@ -283,7 +284,7 @@ class RewardMixer:
             return RewardCall(term.name, inp, term.params, fn=fn)
         # A registered name travels with its defining module so a worker can import it; "module:fn" and
         # file specs resolve themselves.
-        return RewardCall(term.name, inp, term.params, module=None if ":" in term.name else module)
+        return RewardCall(term.name, _for_worker(inp), term.params, module=None if ":" in term.name else module)
 
     def _run(self, calls: list[RewardCall]):
         outcomes: list = [None] * len(calls)
@@ -341,6 +342,12 @@ class RewardMixer:
                 "reward %r %s on a row of task %r (source %r); further cases are only counted in %s. "
                 "Set logging to DEBUG for tracebacks.", key, what, inp.task, inp.data_source, metric,
             )
+
+
+def _for_worker(inp: RewardInput) -> RewardInput:
+    """``inp`` without its images: pixels would cost a pickle per call, and only in-process rewards (the judge)
+    look at them."""
+    return dataclasses.replace(inp, images=()) if inp.images else inp
 
 
 def _to_term(spec: object, where: str) -> RewardTerm:

@@ -21,8 +21,9 @@ field              required  meaning
 ``step``           no        the train step (1 = first) and ``seed`` the trainer's seed (``random``'s draw)
 =================  ========  ==========================================================================
 
-Other fields are ignored. Training writes exactly this format
-to ``RUN_DIR/completions.jsonl`` when ``trainer.save_completions`` is set, with the scores it computed.
+Lines carry no images: rewards that look at them (``judge``) grade the text alone here. Other fields are
+ignored. Training writes exactly this format to ``RUN_DIR/completions.jsonl`` when ``trainer.save_completions`` is
+set, with the scores it computed.
 
 Output lines: ``{"line": n, "id": ..., "total": x, "<component>": value or null, ...}`` in input order,
 ``null`` where a term did not apply to that line.
