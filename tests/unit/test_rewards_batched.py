@@ -51,7 +51,7 @@ def test_trl_reward_gets_prompts_completions_and_columns():
     assert seen["completions"] == ["<answer>3</answer>", "4"]
     assert seen["answer"] == ["3", "5"] and seen["truth"] == ["3", "5"]
     assert seen["task"] == ["count", "count"] and seen["data_source"] == ["shapes", ""]
-    assert seen["image_sizes"] == [[[64, 48]], []]
+    assert seen["image_sizes"] == [[[64, 48]], []] and seen["images"] == [[], []]
     # meta keys are columns; a key a row lacks is None there
     assert seen["level"] == [1, None] and seen["solution"] == ["three", None] and seen["extra"] == [None, "x"]
     assert "completion_ids" not in seen and "trainer_state" not in seen

@@ -278,9 +278,9 @@ def test_reward_inputs_carry_their_rows_images():
     from vlrl.scoring import reward_inputs
 
     pics = [PIL.Image.new("RGB", (4, 4)), PIL.Image.new("RGB", (6, 2))]
-    rows = [SimpleNamespace(answer="red", task="colour", data_source="s", meta={}, problem="q", reward=None,
+    rows = [SimpleNamespace(id="r0", answer="red", task="colour", data_source="s", meta={}, problem="q", reward=None,
                             images=(pics[0],)),
-            SimpleNamespace(answer="2", task="count", data_source="s", meta={}, problem="q", reward=None,
+            SimpleNamespace(id="r1", answer="2", task="count", data_source="s", meta={}, problem="q", reward=None,
                             images=(pics[1], pics[0]))]
     batch = SimpleNamespace(rows=rows, image_sizes=[((4, 4),), ((6, 2), (4, 4))], resized_sizes=[(), ()])
     rollouts = SimpleNamespace(group_size=2, texts=["a", "b", "c", "d"], completion_mask=torch.ones(4, 3))

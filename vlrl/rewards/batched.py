@@ -19,7 +19,8 @@ this sample". :func:`trl_reward` feeds it from vlrl's rows:
 - ``prompts``: each row's ``problem`` (the question as the dataset holds it); ``completions``: the text;
   with ``conversational=True`` both as chat messages (``[{"role": "user", "content": ...}]`` and
   ``[{"role": "assistant", "content": ...}]``), TRL's conversational format;
-- columns: ``answer``, ``task``, ``data_source``, ``image_sizes`` and every key of the row's ``meta`` (where a
+- columns: ``answer``, ``task``, ``data_source``, ``image_sizes``, ``images`` (the row's PIL images, in the
+  trainer; empty where scored offline) and every key of the row's ``meta`` (where a
   dataset's own extra columns are kept), renamed by ``columns={"solution": "answer"}`` where a function
   expects another name (the column ``solution`` then holds the row's ``answer``);
 - ``completion_ids`` and ``trainer_state`` are not passed: vlrl's rewards see text only.
@@ -98,7 +99,8 @@ def trl_columns(inputs: Sequence[RewardInput], rename: Mapping[str, str] | None 
     """
     base = {"answer": [i.answer for i in inputs], "task": [i.task for i in inputs],
             "data_source": [i.data_source for i in inputs],
-            "image_sizes": [[list(s) for s in i.image_sizes] for i in inputs]}
+            "image_sizes": [[list(s) for s in i.image_sizes] for i in inputs],
+            "images": [list(i.images) for i in inputs]}
     meta_keys = dict.fromkeys(k for i in inputs for k in i.meta)
     out = {k: [i.meta.get(k) for i in inputs] for k in meta_keys if k not in base and k not in _TRL_RESERVED}
     out.update(base)
