@@ -336,7 +336,8 @@ def _models_tiny(args: argparse.Namespace) -> int:
     except FileExistsError as e:  # OUT is written whole or not at all, never over another directory
         return _fail(str(e))
     try:
-        words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
+        words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix,
+                                  args.reasoning)
     except (FileNotFoundError, ValueError) as e:
         return _fail(f"--vocab-from: {e}")
     print(build_tiny_model(args.out, words=words, family=args.family, seed=args.seed, min_pixels=args.min_pixels,
@@ -344,7 +345,8 @@ def _models_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, prompt_suffix: str) -> list[str]:
+def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, prompt_suffix: str,
+                      reasoning: bool = False) -> list[str]:
     """The texts whose words make a tiny model's vocabulary: those of `splits` of the dataset at `data` (splits
     it lacks are skipped; at least one must exist), else the built-in synthetic set's words."""
     from vlrl.data.schema import SchemaError, load_rows
@@ -367,7 +369,7 @@ def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, p
     if missing:
         print(f"--vocab-from: {data} has no split {missing}; using {[s for s in splits if s not in missing]}",
               file=sys.stderr)
-    return list(dataset_texts(found, system_prompt, prompt_suffix))
+    return list(dataset_texts(found, system_prompt, prompt_suffix, reasoning))
 
 
 def _models_random(args: argparse.Namespace) -> int:
@@ -628,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="splits of --vocab-from read for words (default: train test; absent ones are skipped)")
     tiny.add_argument("--system-prompt", default="", help="also add the words of this system prompt (data.system_prompt)")
     tiny.add_argument("--prompt-suffix", default="", help="also add the words of this suffix (data.prompt_suffix)")
+    tiny.add_argument("--reasoning", action="store_true", help="also add the words of --vocab-from's reasoning "
+                      "chains (a model to fine-tune on them with vlrl sft, e.g. its chains/ set)")
     tiny.set_defaults(fn=_models_tiny)
     rand = models.add_parser("random", help="write a random-weight model with a released model's exact shape",
                              epilog=shapes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
