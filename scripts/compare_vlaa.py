@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--group-size", type=int, default=8, help="GRPO samples per prompt")
     p.add_argument("--sft-epochs", type=float, default=3.0, help="SFT passes over the chains")
     p.add_argument("--sft-batch-size", type=int, default=16, help="SFT rows per step")
+    p.add_argument("--sft-lr", type=float, default=5e-3, help="SFT peak learning rate (cosine); GRPO keeps vlrl "
+                   "train's default (5e-4)")
     p.add_argument("--max-new-tokens", type=int, default=96, help="completion budget of every arm and of eval")
     p.add_argument("--eval-rows", type=int, default=256, help="at most this many rl/test rows are evaluated")
     p.add_argument("--seed", type=int, default=0)
@@ -71,7 +73,7 @@ def compare(args: argparse.Namespace) -> None:
         "--seed", str(args.seed))
     run("train", f"model.path={base}", f"trainer.output_dir={out / 'grpo'}", *grpo)
     run("sft", f"model.path={base}", f"data.path={data / 'chains'}", f"sft.eval_data={data / 'rl'}",
-        f"sft.epochs={args.sft_epochs}", f"sft.batch_size={args.sft_batch_size}",
+        f"sft.epochs={args.sft_epochs}", f"sft.batch_size={args.sft_batch_size}", f"optim.lr={args.sft_lr}",
         f"trainer.output_dir={out / 'sft'}", *common)
     run("train", f"model.path={out / 'sft' / 'final'}", f"trainer.output_dir={out / 'sft_grpo'}", *grpo)
     run("eval", str(base), str(out / "grpo" / "final"), str(out / "sft" / "final"), str(out / "sft_grpo" / "final"),
