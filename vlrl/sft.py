@@ -9,9 +9,8 @@ chat template and image handling the policy samples with), the target runs throu
 trackers and the greedy evaluation are the trainer's. A finished run leaves `RUN_DIR/final`, the same HF-format
 checkpoint a `vlrl train` run leaves, which `vlrl train model.path=RUN_DIR/final` and `vlrl eval` start from.
 
-Loss: cross-entropy of the target tokens (the end-of-turn token included) given the prompt, at temperature 1,
-mean over the target tokens of the step (of every process: `loss_totals`); prompt tokens are context and are
-never predicted. Where it departs from VLAA-Thinking's SFT: no packing; no truncation of long targets.
+Loss: cross-entropy of the target tokens (end-of-turn included) given the prompt, mean over the step's target
+tokens (all processes: `loss_totals`); prompt tokens are never predicted. No packing, no truncation.
 """
 
 from __future__ import annotations
@@ -93,8 +92,7 @@ def target_rollouts(policy, texts: list[str]) -> Rollouts:
     mask = torch.zeros(len(tokens), T, dtype=torch.long)
     for i, t in enumerate(tokens):
         ids[i, :len(t)], mask[i, :len(t)] = torch.tensor(t), 1
-    n = len(texts)
-    return Rollouts(ids, mask, torch.zeros(n, T), list(texts), torch.ones(n, dtype=torch.bool), group_size=1)
+    return Rollouts(ids, mask, torch.zeros(len(texts), T), list(texts), torch.ones(len(texts), dtype=torch.bool), 1)
 
 
 def sft_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: float) -> torch.Tensor:
@@ -104,8 +102,7 @@ def sft_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: float) -> torch
 
 class SFTRun:
     def __init__(self, cfg: SFTConfig, overwrite: bool = False):
-        self.cfg, self.run_dir = cfg, Path(cfg.trainer.output_dir)
-        t = cfg.trainer
+        self.cfg, self.run_dir, t = cfg, Path(cfg.trainer.output_dir), cfg.trainer
         cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
         check_report_to(t.report_to)
         self.accelerator = acc = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
@@ -191,8 +188,7 @@ class SFTRun:
         self.accelerator.wait_for_everyone()
         return path
 
-    def _targets(self, indices) -> list[str]:
-        """Target texts of training rows `indices`, from their text columns alone (no image decoded)."""
+    def _targets(self, indices) -> list[str]:  # from the text columns alone: no image decoded
         ds = self.train_rows.select(indices)
         chains = ds["reasoning"] if "reasoning" in ds.column_names else [None] * len(ds)
         return [target_text(SimpleNamespace(id=i, answer=a, reasoning=r), self.cfg.sft.target)
@@ -243,7 +239,7 @@ class SFTRun:
                                  for x in vars(targets).values()))
 
     def chunk_loss(self, seqs, num_tokens: float) -> torch.Tensor:
-        """`sft_loss` of one micro-batch (`gather_sequences` of a `batch`) through the prepared forward."""
+        """`sft_loss` of one micro-batch (`micro_batches` of a `batch`) through the prepared forward."""
         logp, _ = self.forward(self.policy, seqs, temperature=1.0, chunk_size=LOGPROB_CHUNK)
         return sft_loss(logp, seqs.mask, num_tokens)
 
@@ -263,10 +259,8 @@ class SFTRun:
                     loss = self.chunk_loss(seqs, totals.num_tokens)
                     acc.backward(loss)
                 loss_sum += float(loss.detach())
-            out = {}
-            if self.cfg.optim.max_grad_norm > 0:
-                norm = acc.clip_grad_norm_(self.forward.parameters(), self.cfg.optim.max_grad_norm)
-                out["loss/grad_norm"] = float(norm)
+            out = {} if self.cfg.optim.max_grad_norm <= 0 else {"loss/grad_norm": float(
+                acc.clip_grad_norm_(self.forward.parameters(), self.cfg.optim.max_grad_norm))}
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
