@@ -1,4 +1,4 @@
-"""`vlrl` command line: train, eval, report, export, rewards, models, data, serve."""
+"""`vlrl` command line: train, sft, eval, report, export, rewards, models, data, serve."""
 
 from __future__ import annotations
 
@@ -92,6 +92,36 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sft(args: argparse.Namespace) -> int:
+    from vlrl.config import SFTConfig
+    from vlrl.config_loader import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    yaml_path = overrides.pop(0) if overrides and "=" not in overrides[0] else None
+    try:
+        cfg = load_config(SFTConfig, yaml_path, overrides)
+    except ConfigError as e:
+        return _fail(str(e))
+    from vlrl.data.schema import SchemaError
+    from vlrl.data.vocab import UnknownTokensError
+    from vlrl.models.check import ModelPathError
+    from vlrl.run_dir import RunDirError
+    from vlrl.sft import SFTDataError, SFTRun
+    from vlrl.trackers import TrackerError
+
+    try:
+        run = SFTRun(cfg, overwrite=args.overwrite)
+        result = run.fit()
+    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, SFTDataError,
+            FileNotFoundError) as e:
+        return _fail(str(e))
+    if run.accelerator.is_main_process:
+        summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
+        print(f"done: {cfg.trainer.output_dir}/final after {cfg.trainer.total_steps} steps "
+              f"({summary or 'no eval'})")
+    return 0
+
+
 def _end_of_run_report(run_dir: str) -> str:
     """Write RUN_DIR/report.html where matplotlib is installed, and say where it is or how to make it. A report
     that fails is a message, never a failed training run."""
@@ -105,6 +135,32 @@ def _end_of_run_report(run_dir: str) -> str:
     except Exception as e:  # noqa: BLE001 - the run itself succeeded
         return f"report: not written ({type(e).__name__}: {e}); try: vlrl report {run_dir}"
     return f"report: {out} (open it in a browser; compare runs with: vlrl report {run_dir} OTHER_RUN -o cmp.html)"
+
+
+SFT_HELP = """Supervised fine-tuning on a dataset's reasoning chains or answers: the SFT arm of an SFT-vs-RL
+comparison (VLAA-Thinking, arXiv 2504.11468). The loss is the cross-entropy of the target tokens given the
+prompt, mean over the step's target tokens; prompt tokens are never predicted.
+
+The target (sft.target) is the row's reasoning chain ('reasoning', e.g. the chains/ set of vlrl data build:
+used as is when it holds <answer>...</answer>, else wrapped in <think>...</think><answer>ANSWER</answer>) or
+<answer>ANSWER</answer> ('answer'), then the end-of-turn token: the layout the format and accuracy rewards read.
+Model loading, prompt encoding (chat template, images), checkpoints, metrics and trackers are vlrl train's, so
+RUN_DIR/final is the HF-format checkpoint vlrl train and vlrl eval start from:
+
+  vlrl data build configs/data/shapes_digits.yaml                 (rl/ and chains/)
+  vlrl sft data.path=runs/data/shapes_digits/chains sft.eval_data=runs/data/shapes_digits/rl \\
+      sft.epochs=3 rollout.max_new_tokens=128 trainer.output_dir=runs/sft
+  vlrl eval runs/sft/final --data runs/data/shapes_digits/rl
+  vlrl train model.path=runs/sft/final data.path=runs/data/shapes_digits/rl rollout.max_new_tokens=128
+
+Steps: trainer.total_steps, or sft.epochs passes over the data; sft.batch_size rows per step. The held-out
+split (data.eval_split of sft.eval_data, else of data.path; '' for none) is evaluated greedily as vlrl train
+does, at the start, every trainer.eval_every steps and at the end, and its rows (by id) are left out of
+training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). metrics.jsonl
+has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and eval/... per evaluation.
+The algorithm section of vlrl train does not apply. A run directory that holds a run is refused unless
+--overwrite.
+"""
 
 
 EVAL_HELP = """Score models on a schema-v1 dataset split with the trainer's own evaluation: the same prompt encoding,
@@ -282,7 +338,8 @@ def _models_tiny(args: argparse.Namespace) -> int:
     except FileExistsError as e:  # OUT is written whole or not at all, never over another directory
         return _fail(str(e))
     try:
-        words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix)
+        words = _vocabulary_texts(args.vocab_from, args.splits, args.system_prompt, args.prompt_suffix,
+                                  args.reasoning)
     except (FileNotFoundError, ValueError) as e:
         return _fail(f"--vocab-from: {e}")
     print(build_tiny_model(args.out, words=words, family=args.family, seed=args.seed, min_pixels=args.min_pixels,
@@ -290,7 +347,8 @@ def _models_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, prompt_suffix: str) -> list[str]:
+def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, prompt_suffix: str,
+                      reasoning: bool = False) -> list[str]:
     """The texts whose words make a tiny model's vocabulary: those of `splits` of the dataset at `data` (splits
     it lacks are skipped; at least one must exist), else the built-in synthetic set's words."""
     from vlrl.data.schema import SchemaError, load_rows
@@ -313,7 +371,7 @@ def _vocabulary_texts(data: str | None, splits: list[str], system_prompt: str, p
     if missing:
         print(f"--vocab-from: {data} has no split {missing}; using {[s for s in splits if s not in missing]}",
               file=sys.stderr)
-    return list(dataset_texts(found, system_prompt, prompt_suffix))
+    return list(dataset_texts(found, system_prompt, prompt_suffix, reasoning))
 
 
 def _models_random(args: argparse.Namespace) -> int:
@@ -501,6 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "no saved config.yaml can delete a run when it is reused")
     train.set_defaults(fn=_train)
 
+    from vlrl.config import SFTConfig
+
+    sft = sub.add_parser("sft", help="supervised fine-tuning on reasoning chains or answers (the SFT arm)",
+                         description=SFT_HELP, epilog=format_help(SFTConfig),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    sft.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
+                     help="an optional YAML file (sections of vlrl train's config plus sft), then dotted overrides")
+    sft.add_argument("--overwrite", action="store_true", help="start over in a directory that holds an earlier run "
+                     "(its outputs are deleted first; a built tiny_model/ and data/ are kept)")
+    sft.set_defaults(fn=_sft)
+
     from vlrl.config import EvalSettings
 
     ev = sub.add_parser("eval", help="score checkpoints on a dataset split (greedy accuracy, pass@k, mean@k)",
@@ -563,6 +632,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="splits of --vocab-from read for words (default: train test; absent ones are skipped)")
     tiny.add_argument("--system-prompt", default="", help="also add the words of this system prompt (data.system_prompt)")
     tiny.add_argument("--prompt-suffix", default="", help="also add the words of this suffix (data.prompt_suffix)")
+    tiny.add_argument("--reasoning", action="store_true", help="also add the words of --vocab-from's reasoning "
+                      "chains (a model to fine-tune on them with vlrl sft, e.g. its chains/ set)")
     tiny.set_defaults(fn=_models_tiny)
     rand = models.add_parser("random", help="write a random-weight model with a released model's exact shape",
                              epilog=shapes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)

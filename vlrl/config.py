@@ -297,6 +297,44 @@ class Config:
 
 
 @dataclass
+class SFTSection:
+    target: Literal["reasoning", "answer"] = option(
+        "reasoning", "What the model learns to write after each prompt: 'reasoning' (the row's reasoning chain, as "
+        "the chains/ set of `vlrl data build` holds it: used as is when it holds <answer>...</answer>, else put in "
+        "<think>...</think> followed by <answer>ANSWER</answer>) or 'answer' (<answer>ANSWER</answer>). Either "
+        "way it ends with the end-of-turn token, so the model learns to stop, and it is written in the layout the "
+        "format and accuracy rewards read.",
+    )
+    epochs: float = option(
+        0.0, "Passes over the training split; when > 0 it sets trainer.total_steps to ceil(epochs x rows / "
+        "batch_size) (the saved config.yaml holds the result). 0: trainer.total_steps.",
+    )
+    batch_size: int = option(8, "Rows per optimiser step, over all processes (a multiple of the process count).")
+    micro_batch_size: int = option(
+        0, "Rows per forward/backward; gradients accumulate over a step's micro-batches. 0: the whole batch.",
+    )
+    eval_data: str = option(
+        "", "Dataset whose data.eval_split is evaluated (greedy accuracy and rewards, as `vlrl eval`), e.g. the RL "
+        "set built with the chains; '' uses data.path. Training rows whose id is in it are left out, so a chains "
+        "set that holds the RL set's held-out rows never trains on them.",
+    )
+
+
+@dataclass
+class SFTConfig:
+    """What `vlrl sft` reads: the training sections it shares with `vlrl train` (model loading, data and prompts,
+    the rollout and rewards its evaluation uses, optimiser, run directory) and its own."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sft: SFTSection = field(default_factory=SFTSection)
+
+
+@dataclass
 class EvalConfig:
     split: str = option(
         "", "Split to evaluate; empty: data.eval_split, the held-out split training evaluates ('test' by default).",

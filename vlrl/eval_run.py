@@ -28,7 +28,8 @@ from vlrl.config_loader import config_to_dict, load_config
 SUMMARY_FILE = "summary.json"
 TABLE_FILE = "table.txt"
 COMPLETIONS_DIR = "completions"
-RUN_ONLY_SECTIONS = ("algorithm", "optim", "trainer")  # sections of a run's config.yaml that eval does not read
+# sections of a run's config.yaml (`vlrl train`'s or `vlrl sft`'s) that eval does not read
+RUN_ONLY_SECTIONS = ("algorithm", "optim", "trainer", "sft")
 
 
 class EvalError(ValueError):
@@ -194,7 +195,7 @@ def model_settings(spec: ModelSpec, config: str | None, overrides: list[str], da
     if progress is None:
         progress = 1.0
         if spec.step is not None:
-            total = load_config(Config, spec.run_dir / "config.yaml").trainer.total_steps
+            total = load_config(Config, spec.run_dir / "config.yaml", ignore_sections=("sft",)).trainer.total_steps
             progress = spec.step / total
     base = next((o.split("=", 1)[1] for o in overrides if o.startswith("model.path=")), None)
     return Resolved(settings, split, data_path, progress, base)

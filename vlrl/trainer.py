@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,6 +72,7 @@ from vlrl.update import (
     UpdateBatch,
     batch_logprobs,
     loss_totals,
+    lr_factor,
     padded_micro_batches,
     update_policy,
     with_full_parameters,
@@ -337,15 +337,7 @@ class Trainer:
         return ref
 
     def _lr_factor(self, step: int) -> float:
-        o, total = self.cfg.optim, self.cfg.trainer.total_steps
-        if step < o.warmup_steps:
-            return (step + 1) / o.warmup_steps
-        if o.schedule == "cosine":
-            progress = (step - o.warmup_steps) / max(1, total - o.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        if o.schedule != "constant":
-            raise ValueError(f"optim.schedule must be constant or cosine, got {o.schedule!r}")
-        return 1.0
+        return lr_factor(self.cfg.optim, self.cfg.trainer.total_steps, step)
 
     # ---- the loop ----------------------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> dict[str, float]:

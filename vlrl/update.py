@@ -11,6 +11,7 @@ processor outputs with its rows' completions appended (`GenericSequenceBatch`), 
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from accelerate.utils import DistributedType
 
 from vlrl.algorithms import LossStats, policy_loss, token_logprobs
 from vlrl.algorithms.loss import TOKEN_MEANS
-from vlrl.config import AlgorithmConfig
+from vlrl.config import AlgorithmConfig, OptimConfig
 from vlrl.data.prompts import PromptBatch
 from vlrl.models.base import generated_positions, next_positions
 from vlrl.models.policy import Policy
@@ -303,6 +304,19 @@ class UpdateBatch:
     # there is one update per batch)
     old_logp: torch.Tensor | None = None
     ref_logp: torch.Tensor | None = None  # [kept, T] the KL reference's, when algorithm.kl_coef
+
+
+def lr_factor(optim: OptimConfig, total_steps: int, step: int) -> float:
+    """The learning rate of optimiser step `step` over optim.lr: linear warm-up over optim.warmup_steps, then
+    constant or a cosine to 0 at `total_steps` (a `LambdaLR` factor)."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.schedule == "cosine":
+        progress = (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if optim.schedule != "constant":
+        raise ValueError(f"optim.schedule must be constant or cosine, got {optim.schedule!r}")
+    return 1.0
 
 
 @dataclass

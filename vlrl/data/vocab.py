@@ -30,9 +30,10 @@ def problem_text(problem: str) -> str:
 
 
 def dataset_texts(splits: Iterable[datasets.Dataset | None], system_prompt: str = "",
-                  prompt_suffix: str = "") -> Iterator[str]:
+                  prompt_suffix: str = "", reasoning: bool = False) -> Iterator[str]:
     """Every text the prompts and answers of `splits` put through a tokenizer: each problem (without its image
-    marks), each answer, and the configured system prompt and prompt suffix. Reads only those two columns."""
+    marks), each answer, and the configured system prompt and prompt suffix. Reads only those two columns, and
+    with `reasoning` the reasoning chains too (what `vlrl sft` trains on)."""
     yield system_prompt
     yield prompt_suffix
     for ds in splits:
@@ -40,6 +41,8 @@ def dataset_texts(splits: Iterable[datasets.Dataset | None], system_prompt: str 
             continue
         yield from map(problem_text, ds["problem"])
         yield from ds["answer"]
+        if reasoning and "reasoning" in ds.column_names:
+            yield from (chain or "" for chain in ds["reasoning"])
 
 
 @dataclass
