@@ -26,8 +26,9 @@ def main() -> None:
     overrides = {"eval.k": args.k, "reward.terms": [{"name": "accuracy"}]}
     result = vlrl.evaluate(args.models, data=args.data, overrides=overrides, out=args.out, overwrite=True)
     print(result.table)
-    best = max(result.summaries, key=lambda s: s["overall"].get("eval/accuracy", 0.0))
-    print(f"best: {best['label']} (accuracy {best['overall'].get('eval/accuracy', 0.0):.3f}); details in {result.out}")
+    # each summary: the model's metrics overall and per data source (what OUT/summary.json holds)
+    best = max(result.summaries, key=lambda s: s["overall"]["accuracy"])
+    print(f"best: {best['label']} (accuracy {best['overall']['accuracy']:.3f}); details in {result.out}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def test_train_then_evaluate_two_checkpoints(tmp_path, monkeypatch, capsys):
     assert "run-step_000001" in out and "run-step_000002" in out and "best:" in out
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert [s["rows"] for s in summary["models"]] == [32, 32]
+    best = max(summary["models"], key=lambda s: s["overall"]["accuracy"])
+    assert f"best: {best['label']} (accuracy {best['overall']['accuracy']:.3f})" in out
 
 
 def test_score_completions_example(tmp_path, monkeypatch, capsys):
