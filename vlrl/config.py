@@ -200,8 +200,8 @@ class AlgorithmConfig:
         0, "Reset the KL reference every N steps (ProRL, Liu et al. 2025, arXiv 2505.24864): after the step's "
         "update the reference's weights become the current policy's (with LoRA: the adapters and trained merger "
         "as they are now, kept as a copy of the adapter) and the optimiser state (AdamW moments and step counts) "
-        "is cleared; the learning-rate schedule goes on. Needs algorithm.kl_coef > 0. Logged as "
-        "algorithm/reference_reset = 1 on that step. 0: never.",
+        "is zeroed, as a fresh optimiser's; the learning-rate schedule goes on. Checkpoints keep the reference. "
+        "Needs algorithm.kl_coef > 0. Logged as algorithm/reference_reset = 1 on that step. 0: never.",
     )
     reference_reset_kl: float = option(
         0.0, "Also reset the KL reference (as reference_reset_every does) after a step whose loss/kl (the mean of "

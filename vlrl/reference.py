@@ -8,7 +8,8 @@ reset happens after a step's update, every `algorithm.reference_reset_every` ste
 `loss/kl` is over `algorithm.reference_reset_kl`:
 
 - the reference's weights become the policy's;
-- the optimiser state (AdamW's moments and step counts) is cleared, so bias correction starts over;
+- the optimiser state (AdamW's moments and step counts) is zeroed, as a fresh optimiser's, so bias correction
+  starts over;
 - the learning-rate schedule goes on where it was: `optim.schedule` counts the run's steps, not a segment's.
   (ProRL restarts the optimiser, not a schedule; with `optim.schedule=constant` both readings agree.)
 
@@ -123,7 +124,7 @@ class KLReference:
             if self.accelerator.is_main_process:
                 from tqdm.auto import tqdm
 
-                tqdm.write(f"step {step}: KL reference reset ({reason}): reference <- policy, optimiser state cleared")
+                tqdm.write(f"step {step}: KL reference reset ({reason}): reference <- policy, optimiser state zeroed")
             log.info("step %d: KL reference reset (%s)", step, reason)
         return {METRIC: float(bool(reason))}
 
@@ -143,7 +144,7 @@ class KLReference:
 
     @torch.no_grad()
     def reset(self, optimizer) -> None:
-        """The reference becomes the current policy and the optimiser state is cleared (every rank)."""
+        """The reference becomes the current policy and the optimiser state is zeroed (every rank)."""
         params = trainable_parameters(self.policy)
         if self.model is not None:
             ref = dict(self.model.core.named_parameters())
@@ -152,7 +153,7 @@ class KLReference:
         elif self.policy.adapter is not None:
             self.snapshot = {n: p.detach().clone() for n, p in params.items()}
         self.moved = True
-        getattr(optimizer, "optimizer", optimizer).state.clear()  # accelerate's wrapper holds the torch optimiser
+        zero_optimizer_state(optimizer)
 
     # ---- checkpoints -------------------------------------------------------------------------------------
     def reference_parameters(self) -> dict[str, torch.Tensor]:
@@ -193,6 +194,21 @@ class KLReference:
         else:
             self.snapshot = {n: v.to(device) for n, v in state.items()}
         self.moved = True
+
+
+@torch.no_grad()
+def zero_optimizer_state(optimizer) -> None:
+    """Set every tensor of the optimiser's state to 0: for AdamW (moments, step count) exactly a fresh
+    optimiser's state, which `torch.optim.AdamW` creates as zeros on its first step. Not `state.clear()`: an empty
+    state is not kept empty — torch.distributed.checkpoint's `get_state_dict` (sharded saves) fills it by running
+    a zero-gradient step, which leaves the step count at 1 and the next step's bias correction wrong."""
+    torch_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimiser
+    for state in torch_optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                value.zero_()
+            elif isinstance(value, (int, float)):
+                state[key] = type(value)(0)
 
 
 def make_reference(cfg: AlgorithmConfig, model_cfg, policy, forward, accelerator, base_path, ckpt=None

@@ -1,6 +1,6 @@
 """ProRL's KL reference resets (`vlrl.reference`) in the trainer: after a reset the reference holds the policy's
-weights, the optimiser state is empty and the next update's KL starts from exactly 0; with LoRA the policy is not
-touched; an interrupted and resumed run resets to the same reference as an uninterrupted one."""
+weights, the optimiser state is a fresh one's (zeros) and the next update's KL starts from exactly 0; with LoRA
+the policy is not touched; an interrupted and resumed run resets to the same reference as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LORA = ("model.lora_rank=4", "model.lora_alpha=8")
 
 def _train_steps(tiny_config, *overrides):
     """A trainer whose steps also record, after each step: whether the reference's weights equal the policy's,
-    and the optimiser's state (per parameter: its AdamW step count, 0 if empty)."""
+    and the optimiser's state: the set of the parameters' AdamW step counts, whether every moment is 0."""
     trainer = Trainer(tiny_config(*overrides))
     seen = []
     train_step = trainer.train_step
@@ -35,8 +35,10 @@ def _train_steps(tiny_config, *overrides):
         policy = trainable_parameters(trainer.policy)
         ref = dict(trainer.reference.model.core.named_parameters())
         state = trainer.optimizer.optimizer.state
+        moments = [state[p][k] for p in policy.values() for k in ("exp_avg", "exp_avg_sq")]
         seen.append({"equal": all(torch.equal(ref[n], p) for n, p in policy.items()),
-                     "steps": {int(state[p]["step"]) if p in state else 0 for p in policy.values()}})
+                     "steps": {int(state[p]["step"]) for p in policy.values()},
+                     "moments_zero": all(not m.any() for m in moments)})
         return metrics
 
     trainer.train_step = step_and_look
@@ -46,7 +48,8 @@ def _train_steps(tiny_config, *overrides):
 def test_reset_makes_the_reference_the_policy_and_clears_the_optimiser(tiny_config, tmp_path):
     """Resets after steps 2 and 4 (reference_reset_every=2) of 4. By hand, with one optimiser step per batch:
     - step 1: reference = starting model = policy, so loss/kl (k3 of equal log-probs: e^0 - 0 - 1) is exactly 0;
-    - step 2: the policy moved at step 1, loss/kl > 0; then the reset: reference == policy, optimiser state empty;
+    - step 2: the policy moved at step 1, loss/kl > 0; then the reset: reference == policy, AdamW's step counts
+      (and moments) 0, as a fresh optimiser's;
     - step 3: loss/kl is 0 again, and the AdamW step count is 1 (its first step since the reset), not 3;
     - the learning rate follows the cosine schedule of the whole run: lr * (1 + cos(pi * s / 4)) / 2 after step s.
     """
@@ -60,6 +63,7 @@ def test_reset_makes_the_reference_the_policy_and_clears_the_optimiser(tiny_conf
     assert kl[0] == 0.0 and kl[1] > 1e-6 and kl[2] == 0.0 and kl[3] > 1e-6
     assert [s["equal"] for s in seen] == [False, True, False, True]
     assert [s["steps"] for s in seen] == [{1}, {0}, {1}, {0}]
+    assert [s["moments_zero"] for s in seen] == [False, True, False, True]
     for s, line in enumerate(steps, 1):
         assert line["optim/lr"] == pytest.approx(0.05 * (1 + math.cos(math.pi * s / 4)) / 2, abs=1e-12)
 
@@ -104,7 +108,7 @@ def test_lora_reset_keeps_the_policy_and_makes_its_kl_zero(tiny_config, tmp_path
         with trainer.reference.use() as (policy, forward):
             seen["reference"] = logprobs(policy, forward)
         reset(optimizer)
-        seen["state"] = dict(trainer.optimizer.optimizer.state)
+        seen["state"] = [v for state in trainer.optimizer.optimizer.state.values() for v in state.values()]
         seen["policy_after"] = logprobs(trainer.policy, trainer.forward)
         with trainer.reference.use() as (policy, forward):
             seen["reference_after"] = logprobs(policy, forward)
@@ -113,7 +117,7 @@ def test_lora_reset_keeps_the_policy_and_makes_its_kl_zero(tiny_config, tmp_path
     trainer.reference.reset = reset_and_look
     trainer.fit(stop_after=2)
     assert (seen["reference"] - seen["policy"]).abs().max() > 1e-3  # adapters off: the starting model
-    assert seen["state"] == {}
+    assert seen["state"] and all(not v.any() for v in seen["state"])  # moments and step counts: all 0
     assert torch.equal(seen["policy_after"], seen["policy"])
     assert torch.equal(seen["reference_after"], seen["policy"])
     assert all(torch.equal(seen["params_after"][n], p) for n, p in seen["params"].items())
