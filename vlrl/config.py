@@ -194,7 +194,10 @@ class AlgorithmConfig:
         "token_mean", "token_mean (all tokens of the batch weigh equally, DAPO), seq_mean_token_mean "
         "(GRPO paper), seq_mean_token_sum_norm (Dr.GRPO: token sum divided by max_new_tokens).",
     )
-    kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
+    kl_coef: float = option(
+        0.0, "Weight of the KL penalty to the reference model (the starting model, frozen, until a "
+        "reference_reset_every / reference_reset_kl reset); 0 disables it.",
+    )
     kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
     reference_reset_every: int = option(
         0, "Reset the KL reference every N steps (ProRL, Liu et al. 2025, arXiv 2505.24864): after the step's "

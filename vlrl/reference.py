@@ -11,7 +11,7 @@ reset happens after a step's update, every `algorithm.reference_reset_every` ste
 - the optimiser state (AdamW's moments and step counts) is zeroed, as a fresh optimiser's, so bias correction
   starts over;
 - the learning-rate schedule goes on where it was: `optim.schedule` counts the run's steps, not a segment's.
-  (ProRL restarts the optimiser, not a schedule; with `optim.schedule=constant` both readings agree.)
+  (Our choice: ProRL reinitialises the optimiser; with `optim.schedule=constant` the question does not arise.)
 
 Departures from ProRL: the paper resets by hand, between runs, when validation scores stall or fall; here the
 trigger is a fixed cadence or a KL threshold, so a run needs no supervision. The paper resets to "a more recent
