@@ -127,11 +127,13 @@ def test_fsdp2_shards_a_qwen3_vl_checkpoint_like_one_process(shapes_dir, tmp_pat
 
 
 def test_fsdp2_reference_reset_resumes_and_matches_one_process(tiny_model_dir, shapes_dir, tmp_path):
-    """ProRL resets (`vlrl.reference`) after every step under FSDP2: the reference, a whole copy on each rank, gets
-    the sharded policy's weights gathered whole, and the sharded optimiser state is cleared. The reference a
-    checkpoint holds is the policy of its step; resuming from step 1 gives the uninterrupted step 2; and both equal
-    one process without FSDP, whose step 2 already differs from a run without resets."""
-    extra = ["algorithm.kl_coef=0.5", "algorithm.reference_reset_every=1", "trainer.eval_every=0"]
+    """ProRL resets (`vlrl.reference`) under FSDP2, triggered by the KL threshold (the main process decides for
+    both): every step's loss/kl is above 1e-9 (its second update runs after an optimiser step), so each step resets.
+    The reference, a whole copy on each rank, gets the sharded policy's weights gathered whole, and the sharded
+    optimiser state is zeroed. The reference a checkpoint holds is the policy of its step; resuming from step 1
+    gives the uninterrupted step 2; and both equal one process without FSDP, whose step 2 already differs from a
+    run without resets."""
+    extra = ["algorithm.kl_coef=0.5", "algorithm.reference_reset_kl=1e-9", "trainer.eval_every=0"]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     full.mkdir()
     _launch_fsdp(full, "fresh", [*_overrides(tiny_model_dir, shapes_dir, full / "run"), *extra])
