@@ -50,13 +50,15 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor, optimizer, scheduler,
-                    keep: int, adapter=None, sharded: bool = False) -> Path:
+                    keep: int, adapter=None, sharded: bool = False, extra: Callable[[Path], None] | None = None
+                    ) -> Path:
     """Write the checkpoint of `step` (main process writes; all ranks must call) and prune old ones.
 
     model: what `accelerator.prepare` returned, holding `hf_model` (the HF model) as its `hf_model` attribute.
     By default its full state dict is assembled on every rank, then written by the main process in HF format,
     or, with `adapter` (the peft wrapper of a LoRA policy), as the adapter alone. `sharded`: every rank writes
-    its shards of model and optimizer (FSDP2).
+    its shards of model and optimizer (FSDP2). `extra(directory)`: the main process writes more into the checkpoint
+    (the KL reference after a reset, `vlrl.reference`).
 
     Everything is written into `partial_path(out)` and renamed to `out` once whole, so a run killed mid-save
     leaves the previous checkpoints intact and no `step_*` directory that looks complete but is not."""
@@ -78,6 +80,8 @@ def save_checkpoint(run_dir, step: int, accelerator, model, hf_model, processor,
         state["optimizer"] = optimizer.state_dict()
     if accelerator.is_main_process:
         processor.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         torch.save(state, tmp / STATE_FILE)
         commit_dir(tmp, out)
         replace_symlink(run_dir / "final", out.relative_to(run_dir))

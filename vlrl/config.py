@@ -195,8 +195,22 @@ class AlgorithmConfig:
         "token_mean", "token_mean (all tokens of the batch weigh equally, DAPO), seq_mean_token_mean "
         "(GRPO paper), seq_mean_token_sum_norm (Dr.GRPO: token sum divided by max_new_tokens).",
     )
-    kl_coef: float = option(0.0, "Weight of the KL penalty to the frozen reference model; 0 disables it.")
+    kl_coef: float = option(
+        0.0, "Weight of the KL penalty to the reference model (the starting model, frozen, until a "
+        "reference_reset_every / reference_reset_kl reset); 0 disables it.",
+    )
     kl_estimator: Literal["k1", "k2", "k3"] = option("k3", "KL estimator: k1, k2 or k3.")
+    reference_reset_every: int = option(
+        0, "Reset the KL reference every N steps (ProRL, Liu et al. 2025, arXiv 2505.24864): after the step's "
+        "update the reference's weights become the current policy's (with LoRA: the adapters and trained merger "
+        "as they are now, kept as a copy of the adapter) and the optimiser state (AdamW moments and step counts) "
+        "is zeroed, as a fresh optimiser's; the learning-rate schedule goes on. Checkpoints keep the reference. "
+        "Needs algorithm.kl_coef > 0. Logged as algorithm/reference_reset = 1 on that step. 0: never.",
+    )
+    reference_reset_kl: float = option(
+        0.0, "Also reset the KL reference (as reference_reset_every does) after a step whose loss/kl (the mean of "
+        "kl_estimator over the step's completion tokens and updates, all processes) is above this value. 0: off.",
+    )
     entropy_coef: float = option(0.04, "Entropy bonus weight (subtracted from the loss).")
     entropy_bonus: Literal["entropy", "uniform", "entropy+uniform"] = option(
         "entropy+uniform", "What entropy_coef weighs: 'entropy' (the policy's entropy per token), 'uniform' (the mean "

@@ -255,7 +255,19 @@ def check_config(cfg: Any) -> Any:
                           f"{baseline} algorithm.scale_rewards={scale}; write that instead", FutureWarning,
                           stacklevel=2)
             algorithm.advantage, algorithm.scale_rewards = baseline, scale
+        _check_reference_reset(algorithm)
     return cfg
+
+
+def _check_reference_reset(algorithm: Any) -> None:
+    every, kl = algorithm.reference_reset_every, algorithm.reference_reset_kl
+    if every < 0 or kl < 0:
+        raise ConfigError(f"algorithm.reference_reset_every={every} and algorithm.reference_reset_kl={kl} must be "
+                          ">= 0 (0 turns each off)")
+    if (every or kl) and not algorithm.kl_coef:
+        name = "reference_reset_every" if every else "reference_reset_kl"
+        raise ConfigError(f"algorithm.{name} resets the KL reference, but algorithm.kl_coef=0 has no KL penalty: "
+                          "set algorithm.kl_coef > 0 (ProRL uses a small one) or turn the reset off")
 
 
 def config_to_dict(cfg: Any) -> Any:

@@ -1,5 +1,6 @@
 """Run logging: `metrics.jsonl` (one JSON object per line: training steps and eval results), tensorboard
-events, and named stage timers. Stable metric prefixes: loss/, reward/, rollout/, eval/, perf/, optim/."""
+events, and named stage timers. Stable metric prefixes: loss/, reward/, rollout/, eval/, perf/, optim/,
+algorithm/ (events such as a KL reference reset)."""
 
 from __future__ import annotations
 

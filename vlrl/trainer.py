@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -57,6 +56,7 @@ from vlrl.models.check import check_model_path
 from vlrl.models.generic import check_generic_config
 from vlrl.models.policy import load_policy
 from vlrl.perf import peak_tflops, update_flops
+from vlrl.reference import make_reference
 from vlrl.rewards import RewardMixer
 from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
@@ -285,11 +285,8 @@ class Trainer:
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
         if acc.is_fsdp2:
             acc.unwrap_model(self.forward).reshard_after_forward = bool(acc.state.fsdp_plugin.reshard_after_forward)
-        # The KL reference is the starting model, also when resuming; with LoRA, the policy without its adapters.
-        self.reference = None
-        if cfg.algorithm.kl_coef and self.policy.adapter is None:
-            self.reference = self._reference_model(base_path)
-        self.ref_forward = CompletionForward(self.reference.model) if self.reference is not None else None
+        # The KL reference: the starting model (with LoRA, the policy without its adapters) until a ProRL reset.
+        self.reference = make_reference(cfg.algorithm, cfg.model, self.policy, self.forward, acc, base_path, ckpt)
         if ckpt is None:
             return 0
         if is_sharded_checkpoint(ckpt):
@@ -321,20 +318,6 @@ class Trainer:
         if ckpt is not None and is_sharded_checkpoint(ckpt):  # weights come after `prepare`, shard by shard
             return load_policy(self.cfg.model, base_path, device)
         return load_policy(self.cfg.model, ckpt or base_path, device)
-
-    @contextmanager
-    def _reference(self):
-        """(policy, forward) that give the KL reference's log-probs."""
-        if self.reference is not None:
-            yield self.reference, self.ref_forward
-            return
-        with self.policy.without_adapter():
-            yield self.policy, self.forward
-
-    def _reference_model(self, path):
-        ref = load_policy(self.cfg.model, path, self.accelerator.device)
-        ref.model.requires_grad_(False).eval()
-        return ref
 
     def _lr_factor(self, step: int) -> float:
         return lr_factor(self.cfg.optim, self.cfg.trainer.total_steps, step)
@@ -452,7 +435,7 @@ class Trainer:
                 with timer("old_logprobs"):
                     old = batch_logprobs(self.policy, self.forward, chunks, temperature, cfg.algorithm)
         if cfg.algorithm.kl_coef and sum(kept):
-            with timer("ref_logprobs"), self._reference() as (policy, forward):
+            with timer("ref_logprobs"), self.reference.use() as (policy, forward):
                 ref = batch_logprobs(policy, forward, chunks, temperature, cfg.algorithm)
         loss_metrics = {}
         if sum(kept):
@@ -474,6 +457,7 @@ class Trainer:
             loss_metrics.update(self._update_throughput(chunks, timer.seconds["update"]))
         else:
             self.scheduler.step()
+        loss_metrics.update(self.reference.after_step(step + 1, loss_metrics.get("loss/kl"), self.optimizer))
         return {**self._gathered_metrics(scores, rollouts, keep, len(skipped)), **loss_metrics, **timer.pop(),
                 "optim/lr": self.scheduler.get_last_lr()[0]}
 
@@ -574,7 +558,8 @@ class Trainer:
     def save(self, step: int) -> Path:
         out = save_checkpoint(self.run_dir, step, self.accelerator, self.forward, self.policy.core,
                               self.policy.processor, self.optimizer, self.scheduler, self.cfg.trainer.keep_checkpoints,
-                              adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2)
+                              adapter=self.policy.adapter, sharded=self.accelerator.is_fsdp2,
+                              extra=self.reference.save)
         self._last_save = self.clock()  # the next timed save counts training time from here, not the write
         self._notify("on_save", step, out)
         return out

@@ -20,6 +20,7 @@ import torch
 from vlrl.config import Config
 from vlrl.config_loader import load_config
 from vlrl.data import StepSampler
+from vlrl.metrics import read_metrics
 from vlrl.samples import read_samples
 from vlrl.trainer import COMPLETIONS_FILE, Trainer
 
@@ -133,11 +134,13 @@ def test_two_processes_match_one(tiny_model_dir, mixed_dir, tmp_path):
 
 
 def test_two_processes_match_one_with_lora_and_a_frozen_tower(tiny_model_dir, mixed_dir, tmp_path):
-    """LoRA adapters and the frozen-tower path (the rollout's vision states reused by the update) under DDP:
-    both ranks equal, and equal to one process."""
+    """LoRA adapters and the frozen-tower path (the rollout's vision states reused by the update) under DDP,
+    with a KL penalty and a reference reset after step 2 (step 3's reference: the adapters' copy, swapped in on
+    each rank): both ranks equal, and equal to one process."""
     if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
         pytest.skip("accelerate launcher not installed")
-    extra = ["model.lora_rank=4", "model.lora_alpha=8", "model.freeze_vision=true", "trainer.save_completions=0"]
+    extra = ["model.lora_rank=4", "model.lora_alpha=8", "model.freeze_vision=true", "trainer.save_completions=0",
+             "algorithm.kl_coef=0.5", "algorithm.reference_reset_every=2"]
     two = tmp_path / "two"
     two.mkdir()
     _launch_two(two, _overrides(tiny_model_dir, mixed_dir, two / "run") + extra)
@@ -147,6 +150,7 @@ def test_two_processes_match_one_with_lora_and_a_frozen_tower(tiny_model_dir, mi
     assert trainer.policy.vision_tower_frozen and trainer.policy.adapter is not None
     record_steps(trainer, lambda step, params: single.__setitem__(step, params))
     trainer.fit()
+    assert [ln["algorithm/reference_reset"] for ln in read_metrics(two / "run") if "loss/loss" in ln] == [0, 1, 0]
     for step in range(1, STEPS + 1):
         rank0 = torch.load(two / f"rank0_step{step}.pt")
         rank1 = torch.load(two / f"rank1_step{step}.pt")

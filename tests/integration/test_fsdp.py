@@ -124,3 +124,56 @@ def test_fsdp2_shards_a_qwen3_vl_checkpoint_like_one_process(shapes_dir, tmp_pat
         for name, value in sharded.items():
             torch.testing.assert_close(value, single[step][name], rtol=0, atol=1e-5,
                                        msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
+
+
+def test_fsdp2_reference_reset_resumes_and_matches_one_process(tiny_model_dir, shapes_dir, tmp_path):
+    """ProRL resets (`vlrl.reference`) under FSDP2, triggered by the KL threshold (the main process decides for
+    both): every step's loss/kl is above 1e-9 (its second update runs after an optimiser step), so each step resets.
+    The reference, a whole copy on each rank, gets the sharded policy's weights gathered whole, and the sharded
+    optimiser state is zeroed. The reference a checkpoint holds is the policy of its step; resuming from step 1
+    gives the uninterrupted step 2; and both equal one process without FSDP, whose step 2 already differs from a
+    run without resets."""
+    extra = ["algorithm.kl_coef=0.5", "algorithm.reference_reset_kl=1e-9", "trainer.eval_every=0"]
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    full.mkdir()
+    _launch_fsdp(full, "fresh", [*_overrides(tiny_model_dir, shapes_dir, full / "run"), *extra])
+    resumed.mkdir()
+    shutil.copytree(full / "run", resumed / "run", symlinks=True)
+    shutil.rmtree(resumed / "run" / "checkpoints" / "step_000002")
+    _launch_fsdp(resumed, "resume", [*_overrides(tiny_model_dir, shapes_dir, resumed / "run"), *extra])
+    a, b = torch.load(full / f"step{STEPS}.pt"), torch.load(resumed / f"step{STEPS}.pt")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    assert _comparable(full / "run") == _comparable(resumed / "run")
+
+    from safetensors.torch import load_file
+
+    from vlrl.reference import METRIC, REFERENCE_DIR, REFERENCE_FILE
+
+    single: dict[int, dict[str, torch.Tensor]] = {}
+    trainer = Trainer(load_config(Config, None, [*_overrides(tiny_model_dir, shapes_dir, tmp_path / "one"), *extra]))
+    record_steps(trainer, lambda step, params: single.__setitem__(step, params))
+    trainer.fit()
+    saved = load_file(str(full / "run" / "checkpoints" / "step_000001" / REFERENCE_DIR / REFERENCE_FILE))
+    assert saved.keys() == single[1].keys()
+    for name, value in saved.items():  # the reference after step 1 is the policy of step 1
+        torch.testing.assert_close(value, single[1][name], rtol=0, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    for step in range(1, STEPS + 1):
+        sharded = torch.load(full / f"step{step}.pt")
+        for name, value in sharded.items():
+            torch.testing.assert_close(value, single[step][name], rtol=0, atol=1e-5,
+                                       msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
+    x, y = _comparable(full / "run"), _comparable(tmp_path / "one")
+    assert [ln[METRIC] for ln in x] == [1, 1]
+    for u, v in zip(x, y, strict=True):
+        assert u.keys() == v.keys()
+        for key in u:
+            assert u[key] == pytest.approx(v[key], rel=1e-4, abs=1e-6), key
+
+    # Without resets step 2 goes elsewhere: the reset is what both runs share, not a no-op.
+    plain: dict[int, dict[str, torch.Tensor]] = {}
+    no_reset = [*_overrides(tiny_model_dir, shapes_dir, tmp_path / "plain"), *extra[:1], extra[2]]
+    trainer = Trainer(load_config(Config, None, no_reset))
+    record_steps(trainer, lambda step, params: plain.__setitem__(step, params))
+    trainer.fit()
+    assert max((plain[STEPS][n] - single[STEPS][n]).abs().max().item() for n in plain[STEPS]) > 1e-4

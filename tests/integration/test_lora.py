@@ -66,10 +66,10 @@ def test_reference_is_the_base_model_and_export_merges(tiny_config, tiny_model_d
     """After an update (adapters and merger moved), the KL reference - the policy with its adapters off - gives
     the log-probs of the base model loaded on its own; the saved adapter, merged, gives the policy's."""
     trainer = Trainer(tiny_config(*LORA, "algorithm.kl_coef=0.05"))
-    assert trainer.reference is None  # no second copy of the model
+    assert trainer.reference.model is None  # no second copy of the model
     trainer.fit()
     chunks = _sample_chunks(trainer)
-    with trainer._reference() as (policy, forward):
+    with trainer.reference.use() as (policy, forward):
         ref = _logprobs(policy, forward, chunks)
     base = load_policy(ModelConfig(), tiny_model_dir)
     expected = _logprobs(base, CompletionForward(base.model), chunks)
