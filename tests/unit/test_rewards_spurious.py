@@ -91,3 +91,12 @@ def test_incorrect_takes_accuracys_params():
     check_params(wrong, {"rel_tol": 0.1, "routes": {"count": "number"}})
     with pytest.raises(ValueError, match="accepted by none"):
         check_params(wrong, {"no_such_param": 1})
+
+
+def test_random_draws_for_text_that_is_not_valid_unicode():
+    # A lone surrogate (the reward fuzz's hostile text has them) cannot be encoded as UTF-8 strictly: the draw
+    # still happens, the same every time, and differs from the text without it.
+    odd = RewardInput("red \ud800", "red", "colour", row_id="a", step=1, seed=0)
+    plain = RewardInput("red ", "red", "colour", row_id="a", step=1, seed=0)
+    assert spurious.uniform_draw(odd) == spurious.uniform_draw(odd) != spurious.uniform_draw(plain)
+    assert get_reward("random")(odd, p=1.0) == 1.0

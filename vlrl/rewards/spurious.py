@@ -41,7 +41,7 @@ def uniform_draw(inp: RewardInput) -> float:
     True
     """
     key = json.dumps([inp.seed, inp.step, inp.row_id, inp.task, str(inp.answer), inp.completion], ensure_ascii=False)
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
