@@ -50,57 +50,6 @@ def _launch_fsdp(work: Path, mode: str, overrides: list[str]) -> None:
     run_launch(["--config_file", str(work / "accelerate.yaml"), str(WORKER), str(work), mode, *overrides])
 
 
-def test_fsdp2_resume_export_and_single_process_match(tiny_model_dir, shapes_dir, tmp_path):
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
-    full.mkdir()
-    _launch_fsdp(full, "fresh", _overrides(tiny_model_dir, shapes_dir, full / "run"))
-    ckpts = sorted(p.name for p in (full / "run" / "checkpoints").iterdir())
-    assert ckpts == ["step_000001", "step_000002"]
-    assert (full / "run" / "checkpoints" / "step_000001" / "sharded").is_dir()
-
-    # An interruption after step 1: the run directory as it was then, resumed by a new launch.
-    resumed.mkdir()
-    shutil.copytree(full / "run", resumed / "run", symlinks=True)
-    shutil.rmtree(resumed / "run" / "checkpoints" / "step_000002")
-    _launch_fsdp(resumed, "resume", _overrides(tiny_model_dir, shapes_dir, resumed / "run"))
-    assert not (resumed / "step1.pt").exists()  # it did not redo step 1
-    a, b = torch.load(full / f"step{STEPS}.pt"), torch.load(resumed / f"step{STEPS}.pt")
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
-    assert _comparable(full / "run") == _comparable(resumed / "run")
-
-    # One process, no FSDP, same global batch: the same parameters after each step.
-    single: dict[int, dict[str, torch.Tensor]] = {}
-    trainer = Trainer(load_config(Config, None, _overrides(tiny_model_dir, shapes_dir, tmp_path / "one")))
-    start = {n: p.detach().clone() for n, p in trainer.policy.core.named_parameters() if p.requires_grad}
-    record_steps(trainer, lambda step, params: single.__setitem__(step, params))
-    trainer.fit()
-    for step in range(1, STEPS + 1):
-        sharded = torch.load(full / f"step{step}.pt")
-        assert sharded.keys() == single[step].keys()
-        for name, value in sharded.items():
-            torch.testing.assert_close(value, single[step][name], rtol=0, atol=1e-5,
-                                       msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
-    assert max((single[STEPS][n] - start[n]).abs().max().item() for n in start) > 1e-3  # moved far beyond 1e-5
-    x, y = _comparable(full / "run"), _comparable(tmp_path / "one")
-    assert [ln["step"] for ln in x] == [ln["step"] for ln in y] == [0, 1, 2, 2]
-    for u, v in zip(x, y, strict=True):
-        assert u.keys() == v.keys()
-        for key in u:
-            assert u[key] == pytest.approx(v[key], rel=1e-4, abs=1e-6), key
-
-    # The sharded checkpoint, assembled into an HF directory.
-    from transformers import AutoModelForImageTextToText
-
-    from vlrl.cli import main
-
-    assert main(["export", str(full / "run" / "final"), str(tmp_path / "hf")]) == 0
-    exported = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").named_parameters())
-    for name, value in a.items():
-        torch.testing.assert_close(exported[name], value, rtol=0, atol=0)
-
-
 def test_fsdp2_shards_a_qwen3_vl_checkpoint_like_one_process(shapes_dir, tmp_path):
     """configs/accelerate/fsdp2.yaml names Qwen2.5-VL's layer classes; on a Qwen3-VL checkpoint (deepstack
     mergers, 16-pixel patches) the trainer shards that model's own layers, and two FSDP2 processes give the
@@ -126,22 +75,30 @@ def test_fsdp2_shards_a_qwen3_vl_checkpoint_like_one_process(shapes_dir, tmp_pat
                                        msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
 
 
-def test_fsdp2_reference_reset_resumes_and_matches_one_process(tiny_model_dir, shapes_dir, tmp_path):
+def test_fsdp2_resume_reset_export_and_single_process_match(tiny_model_dir, shapes_dir, tmp_path):
     """ProRL resets (`vlrl.reference`) under FSDP2, triggered by the KL threshold (the main process decides for
     both): every step's loss/kl is above 1e-9 (its second update runs after an optimiser step), so each step resets.
     The reference, a whole copy on each rank, gets the sharded policy's weights gathered whole, and the sharded
     optimiser state is zeroed. The reference a checkpoint holds is the policy of its step; resuming from step 1
-    gives the uninterrupted step 2; and both equal one process without FSDP, whose step 2 already differs from a
-    run without resets."""
-    extra = ["algorithm.kl_coef=0.5", "algorithm.reference_reset_kl=1e-9", "trainer.eval_every=0"]
+    gives the uninterrupted step 2 without redoing step 1; both equal one process without FSDP (parameters after
+    each step, every metric and evaluation), whose step 2 already differs from a run without resets; and the
+    sharded final checkpoint exports to exactly those weights. (One test for resume, resets and export: each
+    two-process launch costs ~15 s of start-up.)"""
+    extra = ["algorithm.kl_coef=0.5", "algorithm.reference_reset_kl=1e-9"]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     full.mkdir()
     _launch_fsdp(full, "fresh", [*_overrides(tiny_model_dir, shapes_dir, full / "run"), *extra])
+    ckpts = sorted(p.name for p in (full / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step_000001", "step_000002"]
+    assert (full / "run" / "checkpoints" / "step_000001" / "sharded").is_dir()
+    # An interruption after step 1: the run directory as it was then, resumed by a new launch.
     resumed.mkdir()
     shutil.copytree(full / "run", resumed / "run", symlinks=True)
     shutil.rmtree(resumed / "run" / "checkpoints" / "step_000002")
     _launch_fsdp(resumed, "resume", [*_overrides(tiny_model_dir, shapes_dir, resumed / "run"), *extra])
+    assert not (resumed / "step1.pt").exists()  # it did not redo step 1
     a, b = torch.load(full / f"step{STEPS}.pt"), torch.load(resumed / f"step{STEPS}.pt")
+    assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
     assert _comparable(full / "run") == _comparable(resumed / "run")
@@ -152,8 +109,10 @@ def test_fsdp2_reference_reset_resumes_and_matches_one_process(tiny_model_dir, s
 
     single: dict[int, dict[str, torch.Tensor]] = {}
     trainer = Trainer(load_config(Config, None, [*_overrides(tiny_model_dir, shapes_dir, tmp_path / "one"), *extra]))
+    start = {n: p.detach().clone() for n, p in trainer.policy.core.named_parameters() if p.requires_grad}
     record_steps(trainer, lambda step, params: single.__setitem__(step, params))
     trainer.fit()
+    assert max((single[STEPS][n] - start[n]).abs().max().item() for n in start) > 1e-3  # moved far beyond 1e-5
     saved = load_file(str(full / "run" / "checkpoints" / "step_000001" / REFERENCE_DIR / REFERENCE_FILE))
     assert saved.keys() == single[1].keys()
     for name, value in saved.items():  # the reference after step 1 is the policy of step 1
@@ -164,15 +123,26 @@ def test_fsdp2_reference_reset_resumes_and_matches_one_process(tiny_model_dir, s
             torch.testing.assert_close(value, single[step][name], rtol=0, atol=1e-5,
                                        msg=lambda m, n=name, s=step: f"step {s}, {n}: {m}")
     x, y = _comparable(full / "run"), _comparable(tmp_path / "one")
-    assert [ln[METRIC] for ln in x] == [1, 1]
+    assert [ln["step"] for ln in x] == [ln["step"] for ln in y] == [0, 1, 2, 2]  # evaluations at 0 and 2
+    assert [ln.get(METRIC) for ln in x] == [None, 1, 1, None]
     for u, v in zip(x, y, strict=True):
         assert u.keys() == v.keys()
         for key in u:
             assert u[key] == pytest.approx(v[key], rel=1e-4, abs=1e-6), key
 
+    # The sharded checkpoint, assembled into an HF directory.
+    from transformers import AutoModelForImageTextToText
+
+    from vlrl.cli import main
+
+    assert main(["export", str(full / "run" / "final"), str(tmp_path / "hf")]) == 0
+    exported = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "hf").named_parameters())
+    for name, value in a.items():
+        torch.testing.assert_close(exported[name], value, rtol=0, atol=0)
+
     # Without resets step 2 goes elsewhere: the reset is what both runs share, not a no-op.
     plain: dict[int, dict[str, torch.Tensor]] = {}
-    no_reset = [*_overrides(tiny_model_dir, shapes_dir, tmp_path / "plain"), *extra[:1], extra[2]]
+    no_reset = [*_overrides(tiny_model_dir, shapes_dir, tmp_path / "plain"), *extra[:1], "trainer.eval_every=0"]
     trainer = Trainer(load_config(Config, None, no_reset))
     record_steps(trainer, lambda step, params: plain.__setitem__(step, params))
     trainer.fit()
