@@ -40,7 +40,7 @@ from vlrl.rewards import RewardMixer
 from vlrl.rewards.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer
 from vlrl.rewards.mixer import Scores
 from vlrl.rollout.types import Rollouts
-from vlrl.run_dir import check_run_dir, clear_run
+from vlrl.startup import claim_run_dir, data_path, model_path
 from vlrl.trackers import check_report_to, finish_trackers, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
@@ -113,10 +113,8 @@ class SFTRun:
         if cfg.model.path != "tiny":
             check_model_path(cfg.model.path)
         torch.manual_seed(t.seed)
+        claim_run_dir(acc, self.run_dir, False, overwrite)  # every rank raises, or none
         if acc.is_main_process:
-            check_run_dir(self.run_dir, False, overwrite)
-            if overwrite and (removed := clear_run(self.run_dir)):
-                print(f"--overwrite: removed {', '.join(removed)} from {self.run_dir}", flush=True)
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train_rows, self.eval_rows = self._load_data()
         self.policy = load_policy(cfg.model, self._model_path(), acc.device)
@@ -147,14 +145,7 @@ class SFTRun:
     def _load_data(self):
         """The training split without the rows of the evaluated split (by id), and the evaluated rows."""
         d, acc = self.cfg.data, self.accelerator
-        path = d.path
-        if path == "synthetic":  # as `vlrl train`: the shapes set generated into the run directory
-            path = str(self.run_dir / "data")
-            if acc.is_main_process and not (Path(path) / "dataset_dict.json").exists():
-                from data_pipelines.synthetic.shapes import build_shapes_dataset
-
-                build_shapes_dataset(path, d.synthetic_train_rows, d.synthetic_eval_rows, seed=self.cfg.trainer.seed)
-            acc.wait_for_everyone()
+        path = data_path(self.cfg, self.run_dir, acc)  # as `vlrl train`: `synthetic` is generated into the run
         train = load_rows(path, d.train_split)
         scan_split(train, f"data.path={path}, split {d.train_split!r} (data.train_split)")
         evals = None
@@ -174,19 +165,11 @@ class SFTRun:
         return train, evals
 
     def _model_path(self):
-        if self.cfg.model.path != "tiny":
-            return self.cfg.model.path
-        path = self.run_dir / "tiny_model"  # its words: the prompts, answers and targets it will meet
-        if self.accelerator.is_main_process and not (path / "config.json").exists():
-            from vlrl.models.tiny import build_tiny_model
-
-            d, m = self.cfg.data, self.cfg.model
-            words = [*dataset_texts([self.train_rows, self.eval_rows], d.system_prompt, d.prompt_suffix),
-                     *self._targets(range(len(self.train_rows)))]
-            build_tiny_model(path, words=words, seed=self.cfg.trainer.seed, min_pixels=m.min_pixels,
-                             max_pixels=m.max_pixels)
-        self.accelerator.wait_for_everyone()
-        return path
+        """model.path, or the tiny model whose words are the prompts, answers and targets it will meet."""
+        d = self.cfg.data
+        return model_path(self.cfg, self.run_dir, self.accelerator, lambda: [
+            *dataset_texts([self.train_rows, self.eval_rows], d.system_prompt, d.prompt_suffix),
+            *self._targets(range(len(self.train_rows)))])
 
     def _targets(self, indices) -> list[str]:  # from the text columns alone: no image decoded
         ds = self.train_rows.select(indices)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast, broadcast_object_list, gather_object
+from accelerate.utils import broadcast, gather_object
 from tqdm.auto import tqdm
 
 from vlrl.algorithms import (
@@ -33,21 +33,17 @@ from vlrl.algorithms import (
     split_duplicates,
     weight_negatives,
 )
-from vlrl.atomic import write_text_atomic
 from vlrl.callbacks import as_callbacks
 from vlrl.checkpoint import (
     is_sharded_checkpoint,
-    latest_checkpoint,
     load_sharded,
     load_trainer_state,
     save_checkpoint,
 )
 from vlrl.config import Config
 from vlrl.config_loader import check_config, save_config
-from vlrl.data import PromptEncoder, StepSampler, load_rows
+from vlrl.data import PromptEncoder, StepSampler
 from vlrl.data.rows import RowReader
-from vlrl.data.validation import drop_long_prompts, prompt_limit, scan_split
-from vlrl.data.vocab import check_unknown_tokens, dataset_texts
 from vlrl.evaluation import encode_rows, evaluate, greedy_metrics
 from vlrl.greedy_probe import finish_probe, start_probe
 from vlrl.inputs import write_inputs
@@ -62,9 +58,18 @@ from vlrl.rewards.mixer import Scores
 from vlrl.rewards.offline import input_line, score_values
 from vlrl.rollout import make_backend
 from vlrl.rollout.sampling import prompt_seed
-from vlrl.run_dir import RunDirError, check_run_dir, clear_run
 from vlrl.samples import first_per_source, pick_samples, truncate_samples, write_samples
 from vlrl.scoring import reward_inputs
+from vlrl.startup import (
+    check_vocabulary,
+    claim_run_dir,
+    data_path,
+    drop_long,
+    load_splits,
+    model_path,
+    resume_checkpoint,
+    tiny_words,
+)
 from vlrl.trackers import check_report_to, finish_trackers, log_samples, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
@@ -79,7 +84,6 @@ from vlrl.update import (
 )
 
 COMPLETIONS_FILE = "completions.jsonl"  # written when trainer.save_completions > 0
-DROPPED_ROWS_FILE = "dropped_rows.jsonl"  # rows left out at start-up (prompt over data.max_prompt_tokens)
 
 log = logging.getLogger(__name__)
 
@@ -122,23 +126,23 @@ class Trainer:
             if check_model_path(cfg.model.path).generic:  # fails at once, and what the generic tier does not do
                 check_generic_config(cfg, acc.num_processes)
         torch.manual_seed(cfg.trainer.seed)
-        self._claim_run_dir(resume, overwrite)
+        claim_run_dir(acc, self.run_dir, resume, overwrite)
         if model is not None or processor is not None or train_dataset is not None or eval_dataset is not None:
             self.cfg = cfg = write_inputs(cfg, self.run_dir, acc.is_main_process, resume, model, processor,
                                           train_dataset, eval_dataset)
             acc.wait_for_everyone()
             if model is not None and check_model_path(cfg.model.path).generic:
                 check_generic_config(cfg, acc.num_processes)
-        ckpt = self._resume_checkpoint() if resume else None
+        ckpt = resume_checkpoint(acc, self.run_dir) if resume else None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
 
-        self.train_rows, self.eval_rows = self._load_data()
-        base_path = self._model_path()
+        train, evals, scans = load_splits(cfg, data_path(cfg, self.run_dir, acc))
+        base_path = model_path(cfg, self.run_dir, acc, lambda: tiny_words(cfg, train, evals))
         # Prompt lengths first: the scans' image sizes are indexed by the rows as loaded.
-        processor = self._drop_long_prompts(base_path)
-        self.train_rows, self.eval_rows = self._check_vocabulary(processor.tokenizer)
+        train, evals, processor = drop_long(cfg, self.run_dir, acc, base_path, train, evals, scans)
+        self.train_rows, self.eval_rows = check_vocabulary(cfg, processor.tokenizer, train, evals)
         self.train_reader = RowReader(self.train_rows)
         # Task -> index, the same on every rank (the `batch` advantage's baseline is a mean per task).
         self.task_keys = {t: i for i, t in enumerate(sorted(set(self.train_rows["task"]), key=str))}
@@ -166,106 +170,6 @@ class Trainer:
         self._eval_batches = None
 
     # ---- setup -------------------------------------------------------------------------------------------
-    def _claim_run_dir(self, resume: bool, overwrite: bool) -> None:
-        """Refuse to start a fresh run over an earlier one (see `vlrl.run_dir`), or clear it with `overwrite`.
-        The main process looks and tells the others, so every rank raises or none does."""
-        acc = self.accelerator
-        problem = None
-        if acc.is_main_process:
-            try:
-                check_run_dir(self.run_dir, resume, overwrite)
-                if overwrite and (removed := clear_run(self.run_dir)):
-                    print(f"--overwrite: removed {', '.join(removed)} from {self.run_dir}", flush=True)
-            except RunDirError as e:
-                problem = str(e)
-        [problem] = broadcast_object_list([problem])
-        if problem:
-            raise RunDirError(problem)
-
-    def _resume_checkpoint(self) -> Path:
-        """The newest complete checkpoint; newer incomplete ones (a save killed before saves were atomic, a
-        file removed by hand) are skipped with a message."""
-        def report(path: Path, reason: str) -> None:
-            if self.accelerator.is_main_process:
-                print(f"--resume: skipping {path}: {reason}", flush=True)
-
-        ckpt = latest_checkpoint(self.run_dir, report=report)
-        if ckpt is None:
-            raise RunDirError(f"--resume {self.run_dir}: no complete checkpoint under {self.run_dir / 'checkpoints'}"
-                              f"; start it over with `vlrl train ... trainer.output_dir={self.run_dir} --overwrite`")
-        return ckpt
-
-    def _model_path(self) -> Path | str:
-        if self.cfg.model.path != "tiny":
-            return self.cfg.model.path
-        path = self.run_dir / "tiny_model"
-        if self.accelerator.is_main_process and not (path / "config.json").exists():
-            from vlrl.models.tiny import build_tiny_model
-
-            build_tiny_model(path, words=self._tiny_words(), seed=self.cfg.trainer.seed,
-                             min_pixels=self.cfg.model.min_pixels, max_pixels=self.cfg.model.max_pixels)
-        self.accelerator.wait_for_everyone()
-        return path
-
-    def _tiny_words(self) -> list[str]:
-        """The texts whose words make the tiny model's vocabulary. The built-in synthetic set's fixed word list
-        keeps the demo's vocabulary (and so its model) the same whatever rows were drawn; any other dataset
-        gives the words of its problems and answers."""
-        d = self.cfg.data
-        if d.path == "synthetic":
-            from data_pipelines.synthetic.shapes import WORDS
-
-            return [*WORDS, d.system_prompt, d.prompt_suffix]
-        return list(dataset_texts([self.train_rows, self.eval_rows], d.system_prompt, d.prompt_suffix))
-
-    def _check_vocabulary(self, tokenizer):
-        """Train and eval rows after `data.unknown_tokens`: the tokenizer must be able to write every problem
-        and answer (checked before the model loads)."""
-        d = self.cfg.data
-        splits = check_unknown_tokens(tokenizer, {"train": self.train_rows, "eval": self.eval_rows},
-                                      d.unknown_tokens, d.system_prompt, d.prompt_suffix)
-        return splits["train"], splits["eval"]
-
-    def _load_data(self):
-        d = self.cfg.data
-        path = d.path
-        if path == "synthetic":
-            path = str(self.run_dir / "data")
-            if self.accelerator.is_main_process and not (Path(path) / "dataset_dict.json").exists():
-                from data_pipelines.synthetic.shapes import build_shapes_dataset
-
-                build_shapes_dataset(path, d.synthetic_train_rows, d.synthetic_eval_rows, seed=self.cfg.trainer.seed)
-            self.accelerator.wait_for_everyone()
-        train = load_rows(path, d.train_split)
-        evals = load_rows(path, d.eval_split) if d.eval_split else None
-        if evals is not None and len(evals) > d.max_eval_rows:
-            evals = evals.select(range(d.max_eval_rows))
-        # Every row checked once now (image headers only), so a bad row stops the run before any slow work.
-        self._scans = {"train": scan_split(train, f"data.path={path}, split {d.train_split!r} (data.train_split)")}
-        if evals is not None:
-            self._scans["eval"] = scan_split(evals, f"data.path={path}, split {d.eval_split!r} (data.eval_split)")
-        return train, evals
-
-    def _drop_long_prompts(self, model_path):
-        """Leave out rows whose prompt is over data.max_prompt_tokens (`vlrl.data.validation.drop_long_prompts`):
-        counted in the log, listed in RUN_DIR/dropped_rows.jsonl. No weights are loaded and no image decoded.
-        Returns the model's processor (its tokenizer serves the vocabulary check)."""
-        from transformers import AutoProcessor
-
-        cfg, d = self.cfg, self.cfg.data
-        info = check_model_path(model_path)
-        limit = prompt_limit(d.max_prompt_tokens, info.context, cfg.rollout.max_new_tokens)
-        encoder = PromptEncoder(AutoProcessor.from_pretrained(str(model_path)), cfg.model.min_pixels,
-                                cfg.model.max_pixels, d.system_prompt, d.prompt_suffix, generic=info.generic)
-        splits = {"train": (self.train_rows, self._scans["train"], f"data.path={d.path}, split {d.train_split!r}")}
-        if self.eval_rows is not None:
-            splits["eval"] = (self.eval_rows, self._scans["eval"], f"data.path={d.path}, split {d.eval_split!r}")
-        kept, dropped = drop_long_prompts(splits, encoder, limit, self.run_dir / DROPPED_ROWS_FILE)
-        self.train_rows, self.eval_rows = kept["train"], kept.get("eval")
-        if self.accelerator.is_main_process:
-            write_text_atomic(self.run_dir / DROPPED_ROWS_FILE, "".join(json.dumps(line) + "\n" for line in dropped))
-        return encoder.processor
-
     def _setup_model(self, base_path, ckpt) -> int:
         """Policy, optimiser and scheduler, prepared by accelerate; the KL reference; with `ckpt`, the state it
         holds. Returns the step to start from."""

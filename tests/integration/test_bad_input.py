@@ -17,7 +17,8 @@ from vlrl.cli import main
 from vlrl.data.rows import RowReader
 from vlrl.data.schema import SCHEMA_FEATURES
 from vlrl.metrics import read_metrics
-from vlrl.trainer import COMPLETIONS_FILE, DROPPED_ROWS_FILE, Trainer
+from vlrl.startup import DROPPED_ROWS_FILE
+from vlrl.trainer import COMPLETIONS_FILE, Trainer
 
 
 def _png(image: PIL.Image.Image) -> bytes:
