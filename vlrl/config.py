@@ -156,6 +156,11 @@ class RewardConfig:
         5.0, "Time limit per reward call in seconds; a call over it scores 0 and counts in reward/timeouts. "
         "0 disables the limit.",
     )
+    accuracy_term: str = option(
+        "accuracy", "The component evaluations report as accuracy (eval/accuracy, and pass@k / mean@k of `vlrl "
+        "eval`): a term's component key, e.g. judge or iou for a mix whose correctness is scored that way. A row "
+        "the term does not apply to counts 0; a mix without the term reports its total instead.",
+    )
 
 
 @dataclass

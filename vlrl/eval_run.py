@@ -268,14 +268,14 @@ def evaluate_model(spec: ModelSpec, r: Resolved, rewards=None) -> tuple[dict, li
     mixer = RewardMixer(s.reward, rewards=rewards)
     try:
         greedy = evaluate(policy, encode_rows(kept, encoder, 1, e.batch_size), mixer, s.rollout, r.progress)
-        metrics = {**greedy_metrics(greedy.scores), "eval/skipped_rows": len(skipped)}
+        metrics = {**greedy_metrics(greedy.scores, term=s.reward.accuracy_term), "eval/skipped_rows": len(skipped)}
         results = [("greedy", greedy)]
         n = e.n or e.k
         if e.k > 1:
             seeds = [prompt_seed(e.seed, 0, i) for i in indices]
             sampled = evaluate(policy, encode_rows(kept, encoder, n, e.batch_size), mixer, s.rollout, r.progress,
                                seeds=seeds)
-            metrics.update(sampled_metrics(sampled.scores, n, e.k, e.pass_threshold))
+            metrics.update(sampled_metrics(sampled.scores, n, e.k, e.pass_threshold, term=s.reward.accuracy_term))
             results.append(("sampled", sampled))
     finally:
         mixer.close()

@@ -91,16 +91,18 @@ def evaluate(policy, batches: Sequence[PromptBatch], mixer: RewardMixer, rollout
     return Evaluation(rows=rows, group_size=group, texts=texts, inputs=inputs, specs=specs, scores=scores)
 
 
-def accuracies(scores: Scores) -> torch.Tensor:
-    """Accuracy of each completion [N]: the `accuracy` component, else the total; NaN (did not apply) is 0."""
-    acc = scores.components.get("accuracy")
+def accuracies(scores: Scores, term: str = "accuracy") -> torch.Tensor:
+    """Accuracy of each completion [N]: the component `term` (reward.accuracy_term), else the total; NaN (did not
+    apply) is 0."""
+    acc = scores.components.get(term)
     return torch.nan_to_num(acc if acc is not None else scores.total, nan=0.0)
 
 
-def greedy_metrics(scores: Scores, prefix: str = "eval") -> dict[str, float]:
+def greedy_metrics(scores: Scores, prefix: str = "eval", term: str = "accuracy") -> dict[str, float]:
     """The trainer's evaluation metrics of greedy completions (one per row): `{prefix}/reward`,
-    `{prefix}/accuracy` and both per data source, `{prefix}/accuracy/<source>`, `{prefix}/reward/<source>`."""
-    total, acc, sources = scores.total, accuracies(scores), scores.data_sources
+    `{prefix}/accuracy` (of the component `term`, see `accuracies`) and both per data source,
+    `{prefix}/accuracy/<source>`, `{prefix}/reward/<source>`."""
+    total, acc, sources = scores.total, accuracies(scores, term), scores.data_sources
     if not len(sources):
         return {}
     out = {f"{prefix}/reward": total.mean().item(), f"{prefix}/accuracy": acc.mean().item()}
@@ -125,11 +127,11 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def sampled_metrics(scores: Scores, group_size: int, k: int, threshold: float = 1.0,
-                    prefix: str = "eval") -> dict[str, float]:
+                    prefix: str = "eval", term: str = "accuracy") -> dict[str, float]:
     """pass@k and mean@k over rows of `group_size` (n) samples each, overall and per data source:
     `{prefix}/pass@k`, `{prefix}/mean@k`, `{prefix}/pass@k/<source>`, `{prefix}/mean@k/<source>`. Each is a
     mean over rows (every row weighs the same), as greedy accuracy is."""
-    acc = accuracies(scores).view(-1, group_size)  # [R, n]
+    acc = accuracies(scores, term).view(-1, group_size)  # [R, n]
     if not acc.numel():
         return {}
     correct = (acc >= threshold).sum(-1).tolist()

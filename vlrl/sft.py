@@ -270,7 +270,7 @@ class SFTRun:
                           progress=step / max(1, self.cfg.trainer.total_steps), device=acc.device,
                           run=lambda decode: with_full_parameters(self.policy, self.forward, decode))
         gathered = gather_object([(result.scores, self._eval_skipped)])
-        out = {**greedy_metrics(Scores.concat([g[0] for g in gathered])),
+        out = {**greedy_metrics(Scores.concat([g[0] for g in gathered]), term=self.cfg.reward.accuracy_term),
                "eval/skipped_rows": sum(g[1] for g in gathered)}
         self.logger.log(step, out)
         return out

@@ -447,7 +447,7 @@ class Trainer:
                           run=lambda decode: with_full_parameters(self.policy, self.forward, decode),
                           backend=self.rollout)
         gathered = gather_object([(result.scores, self._eval_skipped)])
-        out = {**greedy_metrics(Scores.concat([part[0] for part in gathered])),
+        out = {**greedy_metrics(Scores.concat([part[0] for part in gathered]), term=self.cfg.reward.accuracy_term),
                "eval/skipped_rows": sum(part[1] for part in gathered)}
         self.logger.log(step, out)
         self._notify("on_evaluate", step, out)

@@ -1,4 +1,4 @@
-"""pass@k, mean@k and the greedy eval metrics (vlrl.evaluate) on fixed scores, against hand computation."""
+"""pass@k, mean@k and the greedy eval metrics (vlrl.evaluation) on fixed scores, against hand computation."""
 
 from __future__ import annotations
 
@@ -71,3 +71,15 @@ def test_greedy_metrics_are_the_trainers():
     plain = Scores(total=torch.tensor([0.2, 0.6]), components={}, data_sources=["a", "a"])
     assert greedy_metrics(plain)["eval/accuracy"] == pytest.approx(0.4)
     assert greedy_metrics(Scores(total=torch.zeros(0), components={}, data_sources=[])) == {}
+
+
+def test_accuracy_term_names_the_component_evaluations_report():
+    # Two rows: the judge says 1 and 0.25, the mix's total is 1.5 and 0.5 (a judge with weight 1 + format 0.5 / 0.25).
+    scores = Scores(total=torch.tensor([1.5, 0.5]),
+                    components={"judge": torch.tensor([1.0, 0.25]), "format": torch.tensor([1.0, 1.0])},
+                    data_sources=["s", "s"])
+    assert greedy_metrics(scores, term="judge")["eval/accuracy"] == pytest.approx((1.0 + 0.25) / 2)
+    assert greedy_metrics(scores)["eval/accuracy"] == pytest.approx(1.0)  # no `accuracy` term: the total
+    # pass@1 over one row of two samples at threshold 1: the judge's 1.0 passes, 0.25 does not -> 1/2
+    assert sampled_metrics(scores, 2, 1, term="judge")["eval/pass@1"] == pytest.approx(0.5)
+    assert sampled_metrics(scores, 2, 1, term="judge")["eval/mean@1"] == pytest.approx(0.625)
