@@ -3,29 +3,24 @@ adapter checkpoint and its merged export."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
 from vlrl.config import AlgorithmConfig, ModelConfig
-from vlrl.data import validate_row
 from vlrl.models.policy import load_policy
-from vlrl.rollout import generate
 from vlrl.trainer import Trainer
-from vlrl.update import CompletionForward, batch_logprobs, micro_batches
+from vlrl.update import CompletionForward, batch_logprobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainer_chunks import sample_chunks  # noqa: E402
 
 LORA = ("model.lora_rank=4", "model.lora_alpha=8", "trainer.total_steps=1", "optim.lr=0.05")
 
 
 def _all_params(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _sample_chunks(trainer: Trainer):
-    """Two prompts x 2 samples from the trainer's policy, as one micro-batch."""
-    rows = [validate_row(trainer.train_rows[i], i) for i in range(2)]
-    batch = trainer.encode(rows, 2)
-    trainer.policy.prompt_positions(batch)
-    rollouts = generate(trainer.policy, batch, trainer.cfg.rollout, seeds=[11, 12])
-    return micro_batches(batch, rollouts, torch.arange(4), 4)
 
 
 def _logprobs(policy, forward, chunks) -> torch.Tensor:
@@ -68,7 +63,7 @@ def test_reference_is_the_base_model_and_export_merges(tiny_config, tiny_model_d
     trainer = Trainer(tiny_config(*LORA, "algorithm.kl_coef=0.05"))
     assert trainer.reference.model is None  # no second copy of the model
     trainer.fit()
-    chunks = _sample_chunks(trainer)
+    chunks = sample_chunks(trainer)
     with trainer.reference.use() as (policy, forward):
         ref = _logprobs(policy, forward, chunks)
     base = load_policy(ModelConfig(), tiny_model_dir)

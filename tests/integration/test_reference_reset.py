@@ -5,17 +5,20 @@ the policy is not touched; an interrupted and resumed run resets to the same ref
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from vlrl.config import AlgorithmConfig
-from vlrl.data import validate_row
 from vlrl.metrics import read_metrics
 from vlrl.reference import METRIC, REFERENCE_DIR, REFERENCE_FILE, trainable_parameters
-from vlrl.rollout import generate
 from vlrl.trainer import Trainer
-from vlrl.update import batch_logprobs, micro_batches
+from vlrl.update import batch_logprobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from trainer_chunks import sample_chunks  # noqa: E402
 
 # One optimiser step per batch on one micro-batch: the step's loss/kl is measured entirely before that step, on
 # the policy the step started with.
@@ -80,21 +83,12 @@ def test_kl_threshold_resets_when_the_steps_kl_is_over_it(tiny_config, tmp_path)
     assert [s["equal"] for s in seen] == [False, True, False, True]
 
 
-def _sample_chunks(trainer: Trainer):
-    """Two prompts x 2 samples from the trainer's policy, as one micro-batch."""
-    rows = [validate_row(trainer.train_rows[i], i) for i in range(2)]
-    batch = trainer.encode(rows, 2)
-    trainer.policy.prompt_positions(batch)
-    rollouts = generate(trainer.policy, batch, trainer.cfg.rollout, seeds=[11, 12])
-    return micro_batches(batch, rollouts, torch.arange(4), 4)
-
-
 def test_lora_reset_keeps_the_policy_and_makes_its_kl_zero(tiny_config, tmp_path):
     """With LoRA the reset snapshots the adapters and trained merger: the policy's log-probs are the same before
     and after it, the reference's equal them exactly (KL 0), and outside the reference pass the model holds the
     policy's own weights. Before the reset the reference (adapters off) was another model."""
     trainer = Trainer(tiny_config(*LORA, *ONE_UPDATE, "algorithm.reference_reset_every=2", "trainer.total_steps=3"))
-    chunks = _sample_chunks(trainer)
+    chunks = sample_chunks(trainer)
 
     def logprobs(policy, forward):
         return batch_logprobs(policy, forward, chunks, 1.0, AlgorithmConfig())
