@@ -13,7 +13,7 @@ function                 command                               returns
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +38,17 @@ def override_list(overrides: Overrides) -> list[str]:
     return [str(o) for o in overrides]
 
 
+def with_overrides(config, overrides: Overrides):
+    """A copy of the config dataclass ``config`` with ``overrides`` applied; ``config`` itself is left as it was
+    (a deep copy: an override of a dict field such as ``per_task.x=...`` edits the dict in place)."""
+    from vlrl.config_loader import _apply_override
+
+    config = copy.deepcopy(config)
+    for o in override_list(overrides):
+        _apply_override(config, o)
+    return config
+
+
 def load_config(path: str | Path | None = None, overrides: Overrides = None) -> Config:
     """A training config as ``vlrl train`` builds it: the defaults (the tiny CPU demo), then the YAML file at
     ``path`` (e.g. ``configs/qwen2_5_vl_3b_grpo.yaml``), then ``overrides``. Raises ``ConfigError`` naming the
@@ -59,12 +70,7 @@ def _reward_config(config: RewardConfig | Config | str | Path | None, overrides:
     if isinstance(config, Config):
         config = config.reward
     if isinstance(config, RewardConfig):
-        reward = dataclasses.replace(config)
-        from vlrl.config_loader import _apply_override
-
-        for o in override_list(overrides):
-            _apply_override(reward, o)
-        return reward
+        return with_overrides(config, overrides)
     if config is None:
         return load(RewardConfig, None, override_list(overrides))
     return load_reward_config(config, override_list(overrides))
@@ -114,12 +120,7 @@ def build_dataset(config: str | Path | Any | None = None, overrides: Overrides =
     from vlrl.config_loader import load_config as load
 
     if isinstance(config, BuildConfig):
-        cfg = dataclasses.replace(config)
-        from vlrl.config_loader import _apply_override
-
-        for o in override_list(overrides):
-            _apply_override(cfg, o)
-        name = ""
+        cfg, name = with_overrides(config, overrides), ""
     else:
         cfg = load(BuildConfig, config, override_list(overrides))
         name = str(config or "")
