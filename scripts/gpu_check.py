@@ -347,8 +347,11 @@ def run_pytest(check: Check, part: Part, deadline: float, paths: list[str]) -> t
     junit = check.work / f"junit_{part.name}.xml"
     junit.unlink(missing_ok=True)
     offset = check.log.tell()
-    rc = check.call(python("-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--junitxml", str(junit),
-                           "--basetemp", str(check.work / f"pytest_{part.name}"), *paths), deadline)
+    # One process on the one GPU: "-o addopts=" drops the suite's parallel workers (pytest-xdist is not installed
+    # on the bare GPU machine, and two processes would share the device's memory and time).
+    rc = check.call(python("-m", "pytest", "-o", "addopts=", "-q", "-rA", "-p", "no:cacheprovider",
+                           "--junitxml", str(junit), "--basetemp", str(check.work / f"pytest_{part.name}"), *paths),
+                    deadline)
     fig.update(junit_counts(junit))
     peak = re.findall(r"peak GPU memory ([0-9.]+) GiB", check.output_since(offset))
     fig["peak_gib"] = float(peak[-1]) if peak else None

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from vlrl.config import Config
 from vlrl.config_loader import load_config
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the default in pyproject.toml): one worker per core, at most four (each worker holds its own tiny
+    models, and the distributed tests start two more processes each)."""
+    return max(1, min(4, _cores()))
+
+
+# Under pytest-xdist each worker takes its share of the cores for torch's threads, and so do the processes a test
+# starts (`vlrl train`, the two-process launches): N workers each running 2-thread kernels on 2 cores spend their
+# time waiting on each other (measured: the suite took as long with two workers as with one).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit()
+                          else int(_threads))
 
 
 def pytest_collection_modifyitems(config, items):
