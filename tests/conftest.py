@@ -16,9 +16,10 @@ def _cores() -> int:
 
 
 def pytest_xdist_auto_num_workers(config):
-    """`-n auto` (the default in pyproject.toml): one worker per core, at most four (each worker holds its own tiny
-    models, and the distributed tests start two more processes each)."""
-    return max(1, min(4, _cores()))
+    """`-n auto` (the README's test command): one worker per core, at most four (each worker holds its own tiny
+    models, and the distributed tests start two more processes each); one where CUDA is there, so that the GPU
+    tests never share the device."""
+    return 1 if torch.cuda.is_available() else max(1, min(4, _cores()))
 
 
 # Under pytest-xdist each worker takes its share of the cores for torch's threads, and so do the processes a test
