@@ -1,0 +1,168 @@
+"""`vlrl train` and `vlrl sft`: the two commands that train a model, and the report a run ends with."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vlrl.commands import fail
+
+TRAIN_HELP = """Train a VLM with GRPO-family RL from verifiable rewards.
+
+With no argument this runs the embedded default (configs/tiny_cpu.yaml): a tiny Qwen2.5-VL built offline
+learns two synthetic visual tasks on CPU in a few minutes. Give a YAML recipe and/or key=value overrides to
+train a real checkpoint, e.g.
+
+  vlrl train configs/qwen2_5_vl_3b_grpo.yaml model.path=/models/Qwen2.5-VL-3B-Instruct data.path=/data/rl
+  vlrl train trainer.total_steps=50 optim.lr=1e-3
+  vlrl train --resume runs/tiny trainer.total_steps=300
+  vlrl train --overwrite                      (start the demo over in runs/tiny)
+
+A directory that already holds a run (metrics.jsonl, tensorboard/, checkpoints/) is refused unless --resume
+continues it or --overwrite deletes it first; or choose another with trainer.output_dir=DIR.
+"""
+
+
+SFT_HELP = """Supervised fine-tuning on a dataset's reasoning chains or answers: the SFT arm of an SFT-vs-RL
+comparison (VLAA-Thinking, arXiv 2504.11468). The loss is the cross-entropy of the target tokens given the
+prompt, mean over the step's target tokens; prompt tokens are never predicted.
+
+The target (sft.target) is the row's reasoning chain ('reasoning', e.g. the chains/ set of vlrl data build:
+used as is when it holds <answer>...</answer>, else wrapped in <think>...</think><answer>ANSWER</answer>) or
+<answer>ANSWER</answer> ('answer'), then the end-of-turn token: the layout the format and accuracy rewards read.
+Model loading, prompt encoding (chat template, images), checkpoints, metrics and trackers are vlrl train's, so
+RUN_DIR/final is the HF-format checkpoint vlrl train and vlrl eval start from:
+
+  vlrl data build configs/data/shapes_digits.yaml                 (rl/ and chains/)
+  vlrl sft data.path=runs/data/shapes_digits/chains sft.eval_data=runs/data/shapes_digits/rl \\
+      sft.epochs=3 rollout.max_new_tokens=128 trainer.output_dir=runs/sft
+  vlrl eval runs/sft/final --data runs/data/shapes_digits/rl
+  vlrl train model.path=runs/sft/final data.path=runs/data/shapes_digits/rl rollout.max_new_tokens=128
+
+Steps: trainer.total_steps, or sft.epochs passes over the data; sft.batch_size rows per step. The held-out
+split (data.eval_split of sft.eval_data, else of data.path; '' for none) is evaluated greedily as vlrl train
+does, at the start, every trainer.eval_every steps and at the end, and its rows (by id) are left out of
+training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). metrics.jsonl
+has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and eval/... per evaluation.
+The algorithm section of vlrl train does not apply. A run directory that holds a run is refused unless
+--overwrite.
+"""
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from vlrl.config import Config
+    from vlrl.config_loader import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    yaml_path = None
+    if overrides and "=" not in overrides[0]:
+        yaml_path = overrides.pop(0)
+    if args.resume:
+        if yaml_path:
+            print("error: --resume takes its config from RUN_DIR/config.yaml; give only key=value overrides",
+                  file=sys.stderr)
+            return 2
+        yaml_path = str(Path(args.resume) / "config.yaml")
+        overrides.append(f"trainer.output_dir={args.resume}")
+    try:
+        cfg = load_config(Config, yaml_path, overrides)
+    except ConfigError as e:
+        return fail(str(e))
+    import time
+
+    from vlrl.data.schema import SchemaError
+    from vlrl.data.vocab import UnknownTokensError
+    from vlrl.metrics import read_metrics, summary_table
+    from vlrl.models.check import ModelPathError
+    from vlrl.run_dir import RunDirError
+    from vlrl.trackers import TrackerError
+    from vlrl.trainer import Trainer
+
+    # Bad input (model path, dataset, rows) is the user's to fix: one message, no traceback.
+    try:
+        trainer = Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite)
+        start = time.monotonic()
+        result = trainer.fit()
+        seconds = time.monotonic() - start
+    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, FileNotFoundError) as e:
+        return fail(str(e))
+    trainer.close()
+    if trainer.accelerator.is_main_process:
+        print(summary_table(read_metrics(cfg.trainer.output_dir), seconds, first_step=trainer.start_step))
+        summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
+        print(f"done: {cfg.trainer.output_dir} ({summary or 'no eval'})")
+        print(end_of_run_report(cfg.trainer.output_dir))
+    return 0
+
+
+def run_sft(args: argparse.Namespace) -> int:
+    from vlrl.config import SFTConfig
+    from vlrl.config_loader import ConfigError, load_config
+
+    overrides = list(args.overrides)
+    yaml_path = overrides.pop(0) if overrides and "=" not in overrides[0] else None
+    try:
+        cfg = load_config(SFTConfig, yaml_path, overrides)
+    except ConfigError as e:
+        return fail(str(e))
+    from vlrl.data.schema import SchemaError
+    from vlrl.data.vocab import UnknownTokensError
+    from vlrl.models.check import ModelPathError
+    from vlrl.run_dir import RunDirError
+    from vlrl.sft import SFTDataError, SFTRun
+    from vlrl.trackers import TrackerError
+
+    try:
+        run = SFTRun(cfg, overwrite=args.overwrite)
+        result = run.fit()
+    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, SFTDataError,
+            FileNotFoundError) as e:
+        return fail(str(e))
+    if run.accelerator.is_main_process:
+        summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
+        print(f"done: {cfg.trainer.output_dir}/final after {cfg.trainer.total_steps} steps "
+              f"({summary or 'no eval'})")
+    return 0
+
+
+def end_of_run_report(run_dir: str) -> str:
+    """Write RUN_DIR/report.html where matplotlib is installed, and say where it is or how to make it. A report
+    that fails is a message, never a failed training run."""
+    from vlrl.report import REPORT_FILE, ReportError, write_report
+
+    out = Path(run_dir) / REPORT_FILE
+    try:
+        write_report([run_dir], out)
+    except ReportError as e:
+        return f"report: {e}; then: vlrl report {run_dir}"
+    except Exception as e:  # noqa: BLE001 - the run itself succeeded
+        return f"report: not written ({type(e).__name__}: {e}); try: vlrl report {run_dir}"
+    return f"report: {out} (open it in a browser; compare runs with: vlrl report {run_dir} OTHER_RUN -o cmp.html)"
+
+
+def add_parsers(sub) -> None:
+    from vlrl.config import Config, SFTConfig
+    from vlrl.config_loader import format_help
+
+    train = sub.add_parser("train", help="train a policy (default: the tiny CPU demo)", description=TRAIN_HELP,
+                           epilog=format_help(Config), formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
+                       help="an optional YAML recipe, then dotted overrides (see the option list below)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest complete "
+                       "checkpoint")
+    train.add_argument("--overwrite", action="store_true",
+                       help="start over in a directory that holds an earlier run: its metrics, TensorBoard events, "
+                       "completions and checkpoints are deleted first (a built tiny_model/ and data/ are kept). "
+                       "Without it, or --resume, such a directory is refused. A flag, not a config key, so that "
+                       "no saved config.yaml can delete a run when it is reused")
+    train.set_defaults(fn=run_train)
+
+    sft = sub.add_parser("sft", help="supervised fine-tuning on reasoning chains or answers (the SFT arm)",
+                         description=SFT_HELP, epilog=format_help(SFTConfig),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    sft.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
+                     help="an optional YAML file (sections of vlrl train's config plus sft), then dotted overrides")
+    sft.add_argument("--overwrite", action="store_true", help="start over in a directory that holds an earlier run "
+                     "(its outputs are deleted first; a built tiny_model/ and data/ are kept)")
+    sft.set_defaults(fn=run_sft)
