@@ -31,10 +31,10 @@ FIGURE_KEYS = {
 }
 
 
-def load_driver():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+def load_driver(name: str = "gpu_check"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses resolve the module's annotations through sys.modules
+    sys.modules[name] = module  # dataclasses resolve the module's annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
@@ -127,10 +127,11 @@ def test_a_part_over_its_limit_is_killed_and_the_check_goes_on(tmp_path):
 
 def test_requirements_and_junit_counts(tmp_path):
     gc = load_driver()
-    missing = gc.missing_requirements(["pytest>=1", "pytest>=9999", "surely-not-installed-vlrl-pkg>=1"])
+    probes = load_driver("gpu_check_probes")
+    missing = probes.missing_requirements(["pytest>=1", "pytest>=9999", "surely-not-installed-vlrl-pkg>=1"])
     assert len(missing) == 2
     assert missing[0].startswith("pytest>=9999 (") and missing[1].endswith("(not installed)")
-    assert any(r.startswith("transformers") for r in gc.project_requirements())
+    assert any(r.startswith("transformers") for r in probes.project_requirements())
 
     junit = tmp_path / "junit.xml"
     junit.write_text('<testsuites><testsuite tests="4" failures="1" errors="1" skipped="1">'
