@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from vlrl.checkpoint import save_checkpoint
+from vlrl.checkpoint import is_sharded_checkpoint, load_sharded, load_trainer_state, save_checkpoint
 from vlrl.config import SFTConfig
 from vlrl.config_loader import save_config
 from vlrl.data import PromptEncoder, StepSampler, load_rows
@@ -40,7 +40,7 @@ from vlrl.rewards import RewardMixer
 from vlrl.rewards.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer
 from vlrl.rewards.mixer import Scores
 from vlrl.rollout.types import Rollouts
-from vlrl.startup import claim_run_dir, data_path, model_path
+from vlrl.startup import claim_run_dir, data_path, model_path, resume_checkpoint
 from vlrl.trackers import check_report_to, finish_trackers, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
@@ -101,23 +101,26 @@ def sft_loss(logp: torch.Tensor, mask: torch.Tensor, num_tokens: float) -> torch
 
 
 class SFTRun:
-    def __init__(self, cfg: SFTConfig, overwrite: bool = False):
+    def __init__(self, cfg: SFTConfig, overwrite: bool = False, resume: bool = False):
+        """`resume`: continue the run in trainer.output_dir from its newest complete checkpoint (weights,
+        optimiser, schedule, random state; the metrics after it are dropped), as `vlrl train --resume` does."""
         self.cfg, self.run_dir, t = cfg, Path(cfg.trainer.output_dir), cfg.trainer
         cpu = t.device == "cpu" or (t.device == "auto" and not torch.cuda.is_available())
         check_report_to(t.report_to)
         self.accelerator = acc = Accelerator(cpu=cpu, step_scheduler_with_optimizer=False,
-                                             log_with=make_trackers(cfg, self.run_dir, False) or None)
+                                             log_with=make_trackers(cfg, self.run_dir, resume) or None)
         if cfg.sft.batch_size % acc.num_processes:
             raise ValueError(f"sft.batch_size={cfg.sft.batch_size} must be a multiple of the {acc.num_processes} "
                              "processes: each takes an equal share of a step's rows")
         if cfg.model.path != "tiny":
             check_model_path(cfg.model.path)
         torch.manual_seed(t.seed)
-        claim_run_dir(acc, self.run_dir, False, overwrite)  # every rank raises, or none
+        claim_run_dir(acc, self.run_dir, resume, overwrite)  # every rank raises, or none
+        ckpt = resume_checkpoint(acc, self.run_dir) if resume else None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.train_rows, self.eval_rows = self._load_data()
-        self.policy = load_policy(cfg.model, self._model_path(), acc.device)
+        self.policy = self._load_policy(self._model_path(), ckpt)
         self._check_targets()
         if cfg.sft.epochs > 0:
             t.total_steps = math.ceil(cfg.sft.epochs * len(self.train_rows) / cfg.sft.batch_size)
@@ -131,13 +134,21 @@ class SFTRun:
         optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(o, t.total_steps, s))
         self.forward, self.optimizer, self.scheduler = acc.prepare(self.forward, optimizer, scheduler)
+        self.start_step = 0
+        if ckpt is not None:
+            if is_sharded_checkpoint(ckpt):
+                load_sharded(ckpt, self.forward, self.optimizer)
+            self.start_step = load_trainer_state(ckpt, self.optimizer, self.scheduler)
+            if acc.is_main_process:
+                print(f"resuming from {ckpt} at step {self.start_step} of {t.total_steps}", flush=True)
         self.reader = RowReader(self.train_rows)
         self.sampler = StepSampler(len(self.train_rows), cfg.sft.batch_size, t.seed)
         per_rank = cfg.sft.batch_size // acc.num_processes
         self.positions = range(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
         self.mixer = RewardMixer(cfg.reward)
         self.logger = MetricsLogger(self.run_dir, enabled=acc.is_main_process, log=acc.log)
-        start_trackers(acc, cfg, self.run_dir, False)
+        self.logger.truncate_after(self.start_step)
+        start_trackers(acc, cfg, self.run_dir, resume)  # after the trim, as in `vlrl train`
         self.timer = StageTimer(torch.cuda.synchronize if acc.device.type == "cuda" else None)
         self._eval_batches = None
 
@@ -163,6 +174,18 @@ class SFTRun:
         if len(train) == 0:
             raise SFTDataError(f"data.path={path}: no training rows left")
         return train, evals
+
+    def _load_policy(self, base_path, ckpt):
+        """The base model, or the checkpoint's weights when resuming (a LoRA checkpoint holds the adapter alone,
+        put on the base model; a sharded one is loaded after `prepare`)."""
+        from vlrl.models.lora import is_adapter_checkpoint
+
+        device = self.accelerator.device
+        if ckpt is not None and is_adapter_checkpoint(ckpt):
+            return load_policy(self.cfg.model, base_path, device, adapter_path=ckpt)
+        if ckpt is None or is_sharded_checkpoint(ckpt):
+            return load_policy(self.cfg.model, base_path, device)
+        return load_policy(self.cfg.model, ckpt, device)
 
     def _model_path(self):
         """model.path, or the tiny model whose words are the prompts, answers and targets it will meet."""
@@ -194,13 +217,14 @@ class SFTRun:
                                "them (model.path=tiny builds one from the data)")
 
     # ---- the loop ----------------------------------------------------------------------------------------
-    def fit(self) -> dict[str, float]:
-        """Train to trainer.total_steps, evaluating every trainer.eval_every steps and at the start and end,
-        saving every trainer.save_every steps and at the end; returns the last evaluation's metrics."""
+    def fit(self, stop_after: int | None = None) -> dict[str, float]:
+        """Train to trainer.total_steps (or stop once step `stop_after` is done, as an interruption would),
+        evaluating every trainer.eval_every steps and at the start and end, saving every trainer.save_every
+        steps and at the end; returns the last evaluation's metrics."""
         t = self.cfg.trainer
-        last_eval = self.evaluate(0) if t.eval_every else {}
-        bar = tqdm(range(t.total_steps), disable=not (t.progress_bar and self.accelerator.is_main_process),
-                   desc="sft")
+        last_eval = self.evaluate(0) if t.eval_every and self.start_step == 0 else {}
+        bar = tqdm(range(self.start_step, t.total_steps), initial=self.start_step, total=t.total_steps,
+                   disable=not (t.progress_bar and self.accelerator.is_main_process), desc="sft")
         for step in bar:
             metrics = self.train_step(step)
             self.logger.log(step + 1, metrics)
@@ -210,6 +234,8 @@ class SFTRun:
                 last_eval = self.evaluate(step + 1)
             if done or (t.save_every and (step + 1) % t.save_every == 0):
                 self.save(step + 1)
+            if stop_after is not None and step + 1 >= stop_after:
+                break
         finish_trackers(self.accelerator)
         self.mixer.close()
         return last_eval

@@ -181,3 +181,31 @@ def test_vlrl_train_starts_from_the_sft_output(memorised, built, tmp_path):
     trainer.fit()
     [step] = [m for m in read_metrics(tmp_path / "grpo") if "reward/mean" in m]
     assert step["reward/format"] > 0.5  # the SFT'd model already answers in the rewarded layout
+
+
+def _sft_metrics(run: Path) -> list[dict]:
+    return [{k: v for k, v in ln.items() if not k.startswith("perf/")} for ln in read_metrics(run)]
+
+
+def test_interrupted_and_resumed_sft_equals_the_uninterrupted_one(built, chain_model, tmp_path):
+    """`vlrl sft --resume RUN`: from the newest checkpoint (step 2 of 4; step 3 ran but was not saved), the same
+    metrics lines (step 3's logged line replaced, not repeated) and the same final weights as a run never
+    interrupted; and a run directory that holds a run is refused without --resume."""
+    common = ("sft.batch_size=4", "trainer.total_steps=4", "trainer.save_every=2", "optim.lr=0.01",
+              "trainer.eval_every=2", "data.max_eval_rows=4", "rollout.max_new_tokens=8")
+    SFTRun(_cfg(tmp_path / "full", chain_model, built / "chains", *common, "sft.eval_data=" + str(built / "rl"))).fit()
+    part = tmp_path / "part"
+    SFTRun(_cfg(part, chain_model, built / "chains", *common, "sft.eval_data=" + str(built / "rl"))).fit(stop_after=3)
+    assert [m["step"] for m in _sft_metrics(part) if "loss/sft" in m] == [1, 2, 3]
+    assert main(["sft", f"trainer.output_dir={part}", f"model.path={chain_model}", f"data.path={built / 'chains'}",
+                 *FAST]) == 2  # refused: the directory holds a run
+    assert main(["sft", "--resume", str(part), "trainer.progress_bar=false"]) == 0
+    full = _sft_metrics(tmp_path / "full")
+    assert [m["step"] for m in full if "loss/sft" in m] == [1, 2, 3, 4]
+    assert [m["step"] for m in full if "eval/accuracy" in m] == [0, 2, 4]
+    assert _sft_metrics(part) == full
+    a = dict(AutoModelForImageTextToText.from_pretrained(tmp_path / "full" / "final").named_parameters())
+    b = dict(AutoModelForImageTextToText.from_pretrained(part / "final").named_parameters())
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    start = dict(AutoModelForImageTextToText.from_pretrained(chain_model).named_parameters())
+    assert any(not torch.equal(a[n], start[n]) for n in a)  # it trained

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from vlrl.commands import fail
@@ -46,28 +45,29 @@ does, at the start, every trainer.eval_every steps and at the end, and its rows 
 training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). metrics.jsonl
 has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and eval/... per evaluation.
 The algorithm section of vlrl train does not apply. A run directory that holds a run is refused unless
---overwrite.
+--resume RUN_DIR continues it from its newest complete checkpoint or --overwrite starts it over.
 """
+
+
+def config_source(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """(YAML path or None, overrides) of `vlrl train`/`vlrl sft`: an optional recipe, then key=value overrides;
+    with --resume RUN_DIR, the run's own config.yaml (a recipe is refused: the run's settings are its own)."""
+    overrides = list(args.overrides)
+    yaml_path = overrides.pop(0) if overrides and "=" not in overrides[0] else None
+    if not args.resume:
+        return yaml_path, overrides
+    if yaml_path:
+        raise ValueError("--resume takes its config from RUN_DIR/config.yaml; give only key=value overrides")
+    return str(Path(args.resume) / "config.yaml"), [*overrides, f"trainer.output_dir={args.resume}"]
 
 
 def run_train(args: argparse.Namespace) -> int:
     from vlrl.config import Config
     from vlrl.config_loader import ConfigError, load_config
 
-    overrides = list(args.overrides)
-    yaml_path = None
-    if overrides and "=" not in overrides[0]:
-        yaml_path = overrides.pop(0)
-    if args.resume:
-        if yaml_path:
-            print("error: --resume takes its config from RUN_DIR/config.yaml; give only key=value overrides",
-                  file=sys.stderr)
-            return 2
-        yaml_path = str(Path(args.resume) / "config.yaml")
-        overrides.append(f"trainer.output_dir={args.resume}")
     try:
-        cfg = load_config(Config, yaml_path, overrides)
-    except ConfigError as e:
+        cfg = load_config(Config, *config_source(args))
+    except (ConfigError, ValueError) as e:
         return fail(str(e))
     import time
 
@@ -100,11 +100,9 @@ def run_sft(args: argparse.Namespace) -> int:
     from vlrl.config import SFTConfig
     from vlrl.config_loader import ConfigError, load_config
 
-    overrides = list(args.overrides)
-    yaml_path = overrides.pop(0) if overrides and "=" not in overrides[0] else None
     try:
-        cfg = load_config(SFTConfig, yaml_path, overrides)
-    except ConfigError as e:
+        cfg = load_config(SFTConfig, *config_source(args))
+    except (ConfigError, ValueError) as e:
         return fail(str(e))
     from vlrl.data.schema import SchemaError
     from vlrl.data.vocab import UnknownTokensError
@@ -114,7 +112,7 @@ def run_sft(args: argparse.Namespace) -> int:
     from vlrl.trackers import TrackerError
 
     try:
-        run = SFTRun(cfg, overwrite=args.overwrite)
+        run = SFTRun(cfg, overwrite=args.overwrite, resume=bool(args.resume))
         result = run.fit()
     except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, SFTDataError,
             FileNotFoundError) as e:
@@ -163,6 +161,8 @@ def add_parsers(sub) -> None:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
     sft.add_argument("overrides", nargs="*", metavar="[CONFIG.yaml] key=value",
                      help="an optional YAML file (sections of vlrl train's config plus sft), then dotted overrides")
+    sft.add_argument("--resume", metavar="RUN_DIR", help="continue the SFT run in RUN_DIR from its newest complete "
+                     "checkpoint (its config.yaml; key=value overrides apply on top)")
     sft.add_argument("--overwrite", action="store_true", help="start over in a directory that holds an earlier run "
                      "(its outputs are deleted first; a built tiny_model/ and data/ are kept)")
     sft.set_defaults(fn=run_sft)
