@@ -40,7 +40,7 @@ from vlrl.rewards import RewardMixer
 from vlrl.rewards.base import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer
 from vlrl.rewards.mixer import Scores
 from vlrl.rollout.types import Rollouts
-from vlrl.startup import claim_run_dir, data_path, model_path, resume_checkpoint
+from vlrl.startup import claim_run_dir, data_path, drop_long, model_path, resume_checkpoint
 from vlrl.trackers import check_report_to, finish_trackers, make_trackers, start_trackers
 from vlrl.update import (
     CompletionForward,
@@ -119,8 +119,13 @@ class SFTRun:
         ckpt = resume_checkpoint(acc, self.run_dir) if resume else None
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.train_rows, self.eval_rows = self._load_data()
-        self.policy = self._load_policy(self._model_path(), ckpt)
+        self.train_rows, self.eval_rows, scans = self._load_data()
+        base_path = self._model_path()
+        # As `vlrl train`: prompts over data.max_prompt_tokens are left out (never cut), counted and listed in
+        # RUN_DIR/dropped_rows.jsonl, before the weights load.
+        self.train_rows, self.eval_rows, _ = drop_long(cfg, self.run_dir, acc, base_path, self.train_rows,
+                                                       self.eval_rows, scans)
+        self.policy = self._load_policy(base_path, ckpt)
         self._check_targets()
         if cfg.sft.epochs > 0:
             t.total_steps = math.ceil(cfg.sft.epochs * len(self.train_rows) / cfg.sft.batch_size)
@@ -154,17 +159,17 @@ class SFTRun:
 
     # ---- setup -------------------------------------------------------------------------------------------
     def _load_data(self):
-        """The training split without the rows of the evaluated split (by id), and the evaluated rows."""
+        """(train, eval, scans): the training split without the rows of the evaluated split (by id), the evaluated
+        rows, and both splits' scans (`scan_split`: every row checked, image headers only)."""
         d, acc = self.cfg.data, self.accelerator
         path = data_path(self.cfg, self.run_dir, acc)  # as `vlrl train`: `synthetic` is generated into the run
         train = load_rows(path, d.train_split)
-        scan_split(train, f"data.path={path}, split {d.train_split!r} (data.train_split)")
-        evals = None
+        evals, scans = None, {}
         if d.eval_split:
             eval_path = self.cfg.sft.eval_data or path
             evals = load_rows(eval_path, d.eval_split)
             evals = evals.select(range(min(len(evals), d.max_eval_rows)))
-            scan_split(evals, f"{eval_path}, split {d.eval_split!r} (data.eval_split)")
+            scans["eval"] = scan_split(evals, f"{eval_path}, split {d.eval_split!r} (data.eval_split)")
             held = set(evals["id"])
             keep = [i for i, row_id in enumerate(train["id"]) if row_id not in held]
             if len(keep) < len(train) and acc.is_main_process:
@@ -173,7 +178,8 @@ class SFTRun:
             train = train.select(keep)
         if len(train) == 0:
             raise SFTDataError(f"data.path={path}: no training rows left")
-        return train, evals
+        scans["train"] = scan_split(train, f"data.path={path}, split {d.train_split!r} (data.train_split)")
+        return train, evals, scans
 
     def _load_policy(self, base_path, ckpt):
         """The base model, or the checkpoint's weights when resuming (a LoRA checkpoint holds the adapter alone,

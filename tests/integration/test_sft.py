@@ -209,3 +209,17 @@ def test_interrupted_and_resumed_sft_equals_the_uninterrupted_one(built, chain_m
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     start = dict(AutoModelForImageTextToText.from_pretrained(chain_model).named_parameters())
     assert any(not torch.equal(a[n], start[n]) for n in a)  # it trained
+
+
+def test_prompts_over_the_limit_are_left_out_as_in_vlrl_train(built, chain_model, tmp_path, capsys):
+    """data.max_prompt_tokens applies to `vlrl sft` as to `vlrl train`: with a limit every prompt is over, one
+    message names the limit (no traceback, exit 2) before any weight is loaded; a limit no prompt reaches drops
+    nothing and lists nothing in RUN_DIR/dropped_rows.jsonl."""
+    args = ["sft", f"model.path={chain_model}", f"data.path={built / 'chains'}", f"sft.eval_data={built / 'rl'}",
+            *FAST, "sft.batch_size=4", "trainer.total_steps=1", "trainer.save_every=0"]
+    assert main([*args, f"trainer.output_dir={tmp_path / 'a'}", "data.max_prompt_tokens=1"]) == 2
+    err = capsys.readouterr().err
+    assert "have prompts over data.max_prompt_tokens=1" in err and "Traceback" not in err
+    assert not list((tmp_path / "a").glob("checkpoints/*"))
+    assert main([*args, f"trainer.output_dir={tmp_path / 'b'}", "data.max_prompt_tokens=30000"]) == 0
+    assert (tmp_path / "b" / "dropped_rows.jsonl").read_text() == ""

@@ -42,7 +42,9 @@ RUN_DIR/final is the HF-format checkpoint vlrl train and vlrl eval start from:
 Steps: trainer.total_steps, or sft.epochs passes over the data; sft.batch_size rows per step. The held-out
 split (data.eval_split of sft.eval_data, else of data.path; '' for none) is evaluated greedily as vlrl train
 does, at the start, every trainer.eval_every steps and at the end, and its rows (by id) are left out of
-training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). metrics.jsonl
+training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). Rows whose
+prompt is over data.max_prompt_tokens are left out, counted and listed in RUN_DIR/dropped_rows.jsonl, as in
+vlrl train. metrics.jsonl
 has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and eval/... per evaluation.
 The algorithm section of vlrl train does not apply. A run directory that holds a run is refused unless
 --resume RUN_DIR continues it from its newest complete checkpoint or --overwrite starts it over.
