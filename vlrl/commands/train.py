@@ -44,8 +44,8 @@ split (data.eval_split of sft.eval_data, else of data.path; '' for none) is eval
 does, at the start, every trainer.eval_every steps and at the end, and its rows (by id) are left out of
 training. rollout.* sets that evaluation's decoding (max_new_tokens must hold a whole chain). Rows whose
 prompt is over data.max_prompt_tokens are left out, counted and listed in RUN_DIR/dropped_rows.jsonl, as in
-vlrl train. metrics.jsonl
-has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and eval/... per evaluation.
+vlrl train. metrics.jsonl has loss/sft, sft/target_tokens, loss/grad_norm, optim/lr, perf/... per step and
+eval/... per evaluation.
 The algorithm section of vlrl train does not apply. A run directory that holds a run is refused unless
 --resume RUN_DIR continues it from its newest complete checkpoint or --overwrite starts it over.
 """
