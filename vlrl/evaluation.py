@@ -98,6 +98,16 @@ def accuracies(scores: Scores, term: str = "accuracy") -> torch.Tensor:
     return torch.nan_to_num(acc if acc is not None else scores.total, nan=0.0)
 
 
+def means_by_source(values: dict[str, torch.Tensor], sources) -> dict[str, float]:
+    """Each named [R] tensor's mean over all rows (`name`) and over each data source's rows (`name/<source>`);
+    `sources` [R] names each row's source."""
+    out = {name: v.mean().item() for name, v in values.items()}
+    for source in sorted(set(sources)):
+        sel = torch.tensor([s == source for s in sources])
+        out.update({f"{name}/{source}": v[sel].mean().item() for name, v in values.items()})
+    return out
+
+
 def greedy_metrics(scores: Scores, prefix: str = "eval", term: str = "accuracy") -> dict[str, float]:
     """The trainer's evaluation metrics of greedy completions (one per row): `{prefix}/reward`,
     `{prefix}/accuracy` (of the component `term`, see `accuracies`) and both per data source,
@@ -105,12 +115,7 @@ def greedy_metrics(scores: Scores, prefix: str = "eval", term: str = "accuracy")
     total, acc, sources = scores.total, accuracies(scores, term), scores.data_sources
     if not len(sources):
         return {}
-    out = {f"{prefix}/reward": total.mean().item(), f"{prefix}/accuracy": acc.mean().item()}
-    for source in sorted(set(sources)):
-        sel = torch.tensor([s == source for s in sources])
-        out[f"{prefix}/accuracy/{source}"] = acc[sel].mean().item()
-        out[f"{prefix}/reward/{source}"] = total[sel].mean().item()
-    return out
+    return means_by_source({f"{prefix}/reward": total, f"{prefix}/accuracy": acc}, sources)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -138,9 +143,4 @@ def sampled_metrics(scores: Scores, group_size: int, k: int, threshold: float = 
     passed = torch.tensor([pass_at_k(group_size, c, k) for c in correct], dtype=torch.float64)
     mean = acc.double().mean(-1)
     sources = scores.data_sources[::group_size]
-    out = {f"{prefix}/pass@{k}": passed.mean().item(), f"{prefix}/mean@{k}": mean.mean().item()}
-    for source in sorted(set(sources)):
-        sel = torch.tensor([s == source for s in sources])
-        out[f"{prefix}/pass@{k}/{source}"] = passed[sel].mean().item()
-        out[f"{prefix}/mean@{k}/{source}"] = mean[sel].mean().item()
-    return out
+    return means_by_source({f"{prefix}/pass@{k}": passed, f"{prefix}/mean@{k}": mean}, sources)

@@ -63,6 +63,23 @@ def config_source(args: argparse.Namespace) -> tuple[str | None, list[str]]:
     return str(Path(args.resume) / "config.yaml"), [*overrides, f"trainer.output_dir={args.resume}"]
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """What a run raises for input that is the user's to fix (model path, dataset, rows, run directory,
+    trackers): `vlrl train` and `vlrl sft` print one message for it, no traceback."""
+    from vlrl.data.schema import SchemaError
+    from vlrl.data.vocab import UnknownTokensError
+    from vlrl.models.check import ModelPathError
+    from vlrl.run_dir import RunDirError
+    from vlrl.trackers import TrackerError
+
+    return SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, FileNotFoundError
+
+
+def accuracy_summary(result: dict[str, float]) -> str:
+    """The last evaluation's accuracies for the `done:` line."""
+    return ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy")) or "no eval"
+
+
 def run_train(args: argparse.Namespace) -> int:
     from vlrl.config import Config
     from vlrl.config_loader import ConfigError, load_config
@@ -73,27 +90,20 @@ def run_train(args: argparse.Namespace) -> int:
         return fail(str(e))
     import time
 
-    from vlrl.data.schema import SchemaError
-    from vlrl.data.vocab import UnknownTokensError
     from vlrl.metrics import read_metrics, summary_table
-    from vlrl.models.check import ModelPathError
-    from vlrl.run_dir import RunDirError
-    from vlrl.trackers import TrackerError
     from vlrl.trainer import Trainer
 
-    # Bad input (model path, dataset, rows) is the user's to fix: one message, no traceback.
     try:
         trainer = Trainer(cfg, resume=bool(args.resume), overwrite=args.overwrite)
         start = time.monotonic()
         result = trainer.fit()
         seconds = time.monotonic() - start
-    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, FileNotFoundError) as e:
+    except user_errors() as e:
         return fail(str(e))
     trainer.close()
     if trainer.accelerator.is_main_process:
         print(summary_table(read_metrics(cfg.trainer.output_dir), seconds, first_step=trainer.start_step))
-        summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
-        print(f"done: {cfg.trainer.output_dir} ({summary or 'no eval'})")
+        print(f"done: {cfg.trainer.output_dir} ({accuracy_summary(result)})")
         print(end_of_run_report(cfg.trainer.output_dir))
     return 0
 
@@ -106,23 +116,16 @@ def run_sft(args: argparse.Namespace) -> int:
         cfg = load_config(SFTConfig, *config_source(args))
     except (ConfigError, ValueError) as e:
         return fail(str(e))
-    from vlrl.data.schema import SchemaError
-    from vlrl.data.vocab import UnknownTokensError
-    from vlrl.models.check import ModelPathError
-    from vlrl.run_dir import RunDirError
     from vlrl.sft import SFTDataError, SFTRun
-    from vlrl.trackers import TrackerError
 
     try:
         run = SFTRun(cfg, overwrite=args.overwrite, resume=bool(args.resume))
         result = run.fit()
-    except (SchemaError, UnknownTokensError, ModelPathError, RunDirError, TrackerError, SFTDataError,
-            FileNotFoundError) as e:
+    except (*user_errors(), SFTDataError) as e:
         return fail(str(e))
     if run.accelerator.is_main_process:
-        summary = ", ".join(f"{k}={v:.3f}" for k, v in sorted(result.items()) if k.startswith("eval/accuracy"))
         print(f"done: {cfg.trainer.output_dir}/final after {cfg.trainer.total_steps} steps "
-              f"({summary or 'no eval'})")
+              f"({accuracy_summary(result)})")
     return 0
 
 
