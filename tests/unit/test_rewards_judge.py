@@ -9,9 +9,9 @@ import doctest
 import io
 import json
 import socket
-import threading
+import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import PIL.Image
 import pytest
@@ -22,58 +22,32 @@ from vlrl.rewards import RewardInput, RewardMixer, get_reward
 from vlrl.rewards.batched import is_batched
 from vlrl.rewards.judge import judge, parse_grade
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from chat_stub import ChatStub  # noqa: E402
+
 FAST = {"backoff_s": 0.01, "timeout_s": 30.0}
 
 
-class GradingStub:
+class GradingStub(ChatStub):
     """A loopback chat-completions server. ``grades`` maps a candidate answer (the text after "Student's
     answer:" in the default template, else the whole prompt) to (HTTP status, reply text) or to a list of
-    them, one per attempt; unknown answers get "Score: 5". Records every request body."""
+    them, one per attempt; unknown answers get "Score: 5". Records every request body, and the attempts per
+    answer in ``answer_attempts``."""
 
     def __init__(self, grades: dict, hold: bool = False):
-        self.grades, self.hold = grades, hold
-        self.bodies: list[dict] = []
-        self.attempts: dict[str, int] = {}
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        stub = self
+        self.grades, self.answer_attempts = grades, {}
+        super().__init__(self._grade, hold=hold)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if stub.hold:
-                    stub.release.wait(30)
-                answer = candidate(body)
-                with stub.lock:
-                    stub.bodies.append(body)
-                    n = stub.attempts[answer] = stub.attempts.get(answer, 0) + 1
-                plan = stub.grades.get(answer, (200, "Score: 5"))
-                status, text = plan[min(n, len(plan)) - 1] if isinstance(plan, list) else plan
-                reply = ({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                       "finish_reason": "stop"}]}
-                         if status == 200 else {"error": {"message": text}})
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _grade(self, attempt: int, body: dict) -> tuple[int, str]:
+        answer = candidate(body)
+        with self.lock:
+            n = self.answer_attempts[answer] = self.answer_attempts.get(answer, 0) + 1
+        plan = self.grades.get(answer, (200, "Score: 5"))
+        return plan[min(n, len(plan)) - 1] if isinstance(plan, list) else plan
 
     @property
     def requests(self) -> int:
         return len(self.bodies)
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def prompt_text(body: dict) -> str:
@@ -207,9 +181,9 @@ def test_failed_requests_are_retried_then_counted_and_never_cached(stub, tmp_pat
     scores = mixer_for(params).score(inputs)
     assert scores.components["judge"].tolist() == [1.0, 0.0, 0.0]
     assert scores.parse_failures == 2 and scores.timeouts == 0
-    assert server.attempts == {"flaky": 2, "down": 2, "bad": 1}  # retries: 5xx once more, a 400 never
+    assert server.answer_attempts == {"flaky": 2, "down": 2, "bad": 1}  # retries: 5xx once more, a 400 never
     mixer_for(params).score(inputs)
-    assert server.attempts == {"flaky": 2, "down": 4, "bad": 2}  # only the success was cached
+    assert server.answer_attempts == {"flaky": 2, "down": 4, "bad": 2}  # only the success was cached
 
 
 def test_no_answer_scores_zero_without_a_request(stub):
